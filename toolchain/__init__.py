@@ -1,0 +1,3 @@
+"""vtool: train, export, quantize, benchmark and prove parity of image classifiers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""vtool bench commands."""
+
+from __future__ import annotations
+
+from toolchain.cli import app  # noqa: F401

@@ -1,0 +1,395 @@
+"""Data sources (digits, ImageFolder dir, synthetic, cifar10), stratified splits and loaders.
+
+Images stay as PIL images (in-memory sources) or paths (folders) until a transform turns them
+into tensors with the ModelSpec's preprocessing; augmentation is for training only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.errors import MissingDependencyError, UserInputError
+from toolchain.preprocess import IMAGE_SUFFIXES, eval_transform, open_image, to_model_mode, train_transform
+from toolchain.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+BUILTIN_SOURCES = ("digits", "synthetic", "cifar10")
+SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "bar", "dots")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are split (the seed makes the split reproducible)."""
+
+    source: str = "digits"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    synthetic_classes: int = 4
+    synthetic_per_class: int = 60
+    synthetic_size: int = 32
+    hflip: bool | None = None  # None: on, except for digits where a flip changes the class
+
+    def __post_init__(self) -> None:
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise UserInputError(f"{name} must be in [0, 1), got {value}.")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise UserInputError("val_fraction + test_fraction must leave at least 10% for training.")
+        if not 2 <= self.synthetic_classes <= len(SHAPES):
+            raise UserInputError(f"synthetic classes must be 2..{len(SHAPES)}, got {self.synthetic_classes}.")
+        if self.synthetic_per_class < 3:
+            raise UserInputError(f"synthetic per-class count must be >= 3, got {self.synthetic_per_class}.")
+        if self.source not in BUILTIN_SOURCES and not Path(self.source).exists():
+            raise UserInputError(
+                f"Unknown data source '{self.source}': expected {', '.join(BUILTIN_SOURCES)} or an ImageFolder "
+                "directory (one sub-folder of images per class)."
+            )
+
+
+@dataclass
+class SampleSet:
+    """All images of a source (PIL images or file paths) with integer labels and class names."""
+
+    items: list[Any]
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    source: str
+    digest: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            self.digest = _digest(self.items, self.labels)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def image(self, index: int) -> Any:
+        item = self.items[index]
+        return open_image(item) if isinstance(item, Path) else item
+
+
+def _digest(items: list[Any], labels: np.ndarray) -> str:
+    digest = hashlib.sha256(np.asarray(labels, dtype=np.int64).tobytes())
+    for item in items:
+        if isinstance(item, Path):
+            digest.update(f"{item.parent.name}/{item.name}:{item.stat().st_size}".encode())
+        else:
+            digest.update(np.asarray(item).tobytes())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------ sources
+
+
+def load_digits_samples() -> SampleSet:
+    """scikit-learn's bundled 1,797 real 8x8 handwritten digits, as greyscale PIL images."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = [Image.fromarray((img * (255.0 / 16.0)).clip(0, 255).astype(np.uint8), "L") for img in digits.images]
+    return SampleSet(images, digits.target.astype(np.int64), tuple(str(i) for i in range(10)), "digits")
+
+
+def _draw_shape(draw: Any, shape: str, box: tuple[float, float, float, float], color: tuple[int, ...]) -> None:
+    x0, y0, x1, y1 = box
+    cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
+    width = max(1, int(r / 3))
+    if shape == "circle":
+        draw.ellipse(box, fill=color)
+    elif shape == "square":
+        draw.rectangle(box, fill=color)
+    elif shape == "triangle":
+        draw.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=color)
+    elif shape == "cross":
+        draw.line([(x0, cy), (x1, cy)], fill=color, width=width)
+        draw.line([(cx, y0), (cx, y1)], fill=color, width=width)
+    elif shape == "ring":
+        draw.ellipse(box, outline=color, width=width)
+    elif shape == "diamond":
+        draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=color)
+    elif shape == "bar":
+        draw.rectangle((x0, cy - r / 4, x1, cy + r / 4), fill=color)
+    else:  # dots
+        for dx in (-r / 2, r / 2):
+            for dy in (-r / 2, r / 2):
+                draw.ellipse((cx + dx - r / 4, cy + dy - r / 4, cx + dx + r / 4, cy + dy + r / 4), fill=color)
+
+
+def synthetic_samples(classes: int = 4, per_class: int = 60, size: int = 32, seed: int = 0) -> SampleSet:
+    """Seeded coloured shapes on noisy backgrounds: a dataset anyone can regenerate exactly."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for label in range(classes):
+        for _ in range(per_class):
+            background = rng.integers(0, 90, size=(size, size, 3), dtype=np.uint8)
+            img = Image.fromarray(background, "RGB")
+            r = rng.uniform(0.22, 0.4) * size
+            cx, cy = rng.uniform(r, size - r, size=2)
+            color = tuple(int(c) for c in rng.integers(120, 256, size=3))
+            _draw_shape(ImageDraw.Draw(img), SHAPES[label], (cx - r, cy - r, cx + r, cy + r), color)
+            images.append(img)
+            labels.append(label)
+    return SampleSet(images, np.asarray(labels, dtype=np.int64), SHAPES[:classes], f"synthetic-{classes}x{per_class}")
+
+
+def generate_synthetic(out_dir: str | Path, classes: int = 4, per_class: int = 60, size: int = 32,
+                       seed: int = 0) -> Path:
+    """Write the synthetic set as an ImageFolder (PNG) so other tools can read it too."""
+    samples = synthetic_samples(classes, per_class, size, seed)
+    root = Path(out_dir)
+    for index, (img, label) in enumerate(zip(samples.items, samples.labels, strict=True)):
+        folder = root / samples.class_names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        img.save(folder / f"{index:05d}.png")
+    return root
+
+
+def image_folder_samples(folder: str | Path) -> SampleSet:
+    """An ImageFolder directory: one sub-folder per class; every file must be a readable image."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserInputError(f"Data directory '{root}' does not exist.")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise UserInputError(
+            f"'{root}' has no class folders; expected ImageFolder layout: {root}/<class>/<image>.jpg, one sub-folder "
+            "per class."
+        )
+    items: list[Path] = []
+    labels: list[int] = []
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+        for file in files:
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                raise UserInputError(
+                    f"'{file}' is not an image file (expected {', '.join(IMAGE_SUFFIXES)}); "
+                    "move it out of the class folder."
+                )
+            _verify_image(file)
+        if not files:
+            raise UserInputError(f"Class folder '{class_dir}' has no images; add images or remove the folder.")
+        items += files
+        labels += [label] * len(files)
+    if len(class_dirs) < 2:
+        raise UserInputError(f"'{root}' has only one class folder ('{class_dirs[0].name}'); a classifier needs two.")
+    return SampleSet(items, np.asarray(labels, dtype=np.int64), tuple(p.name for p in class_dirs), str(root))
+
+
+def _verify_image(file: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserInputError(
+            f"'{file}' is not a readable image ({str(exc)[:100]}); remove or replace it."
+        ) from None
+
+
+def cifar10_samples(root: str | Path = "~/.cache/vtool/cifar10") -> SampleSet:
+    """CIFAR-10 test+train via torchvision's downloader (online only)."""
+    from torchvision.datasets import CIFAR10
+
+    path = Path(root).expanduser()
+    try:
+        train = CIFAR10(str(path), train=True, download=True)
+    except (OSError, RuntimeError) as exc:
+        raise MissingDependencyError(
+            f"Could not download CIFAR-10 ({type(exc).__name__}); this machine looks offline. "
+            "Use --data digits, --data synthetic or an ImageFolder directory."
+        ) from None
+    from PIL import Image
+
+    images = [Image.fromarray(arr) for arr in train.data]
+    return SampleSet(images, np.asarray(train.targets, dtype=np.int64), tuple(train.classes), "cifar10")
+
+
+def load_samples(config: DataConfig) -> SampleSet:
+    if config.source == "digits":
+        return load_digits_samples()
+    if config.source == "synthetic":
+        return synthetic_samples(config.synthetic_classes, config.synthetic_per_class, config.synthetic_size,
+                                 config.seed)
+    if config.source == "cifar10":
+        return cifar10_samples()
+    return image_folder_samples(config.source)
+
+
+# ------------------------------------------------------------------ splits and loaders
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
+    """Per-class shuffled split, so every class appears in val and test where it has enough images."""
+    rng = np.random.default_rng(seed)
+    split: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        rng.shuffle(idx)
+        n_test = int(round(len(idx) * test_fraction)) if test_fraction else 0
+        n_val = int(round(len(idx) * val_fraction)) if val_fraction else 0
+        if len(idx) >= 3:
+            n_test, n_val = max(n_test, 1 if test_fraction else 0), max(n_val, 1 if val_fraction else 0)
+        split["test"] += idx[:n_test].tolist()
+        split["val"] += idx[n_test:n_test + n_val].tolist()
+        split["train"] += idx[n_test + n_val:].tolist()
+    return {name: sorted(v) for name, v in split.items()}
+
+
+class ImageDataset:
+    """A torch-style dataset over a subset of a SampleSet with one transform."""
+
+    def __init__(self, samples: SampleSet, indices: list[int], transform: Any, spec: ModelSpec) -> None:
+        self.samples, self.indices, self.transform, self.spec = samples, list(indices), transform, spec
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        index = self.indices[i]
+        image = to_model_mode(self.samples.image(index), self.spec)
+        return self.transform(image), int(self.samples.labels[index])
+
+
+@dataclass
+class DataBundle:
+    """A source split into train/val/test, preprocessed for one ModelSpec."""
+
+    samples: SampleSet
+    split: dict[str, list[int]]
+    spec: ModelSpec
+    config: DataConfig
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.samples.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.samples.class_names)
+
+    def dataset(self, part: str, augment: bool = False) -> ImageDataset:
+        if part not in self.split:
+            raise UserInputError(f"Unknown split '{part}': expected one of {', '.join(self.split)}.")
+        hflip = self.config.hflip if self.config.hflip is not None else self.config.source != "digits"
+        transform = train_transform(self.spec, hflip=hflip) if augment else eval_transform(self.spec)
+        return ImageDataset(self.samples, self.split[part], transform, self.spec)
+
+    def loader(self, part: str, batch_size: int = 64, shuffle: bool = False, augment: bool = False,
+               seed: int | None = None) -> Any:
+        import torch
+
+        generator = torch.Generator().manual_seed(self.config.seed if seed is None else seed)
+        return torch.utils.data.DataLoader(self.dataset(part, augment), batch_size=batch_size, shuffle=shuffle,
+                                           num_workers=0, generator=generator)
+
+    def batches(self, part: str, batch_size: int = 64, limit: int | None = None,
+                stratified: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream float32 NCHW numpy batches and labels (bounded memory: never the whole set)."""
+        indices = self.subset(part, limit, stratified) if limit else self.split[part]
+        dataset = ImageDataset(self.samples, indices, eval_transform(self.spec), self.spec)
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            yield np.stack([t.numpy() for t, _ in items]).astype(np.float32), np.asarray([y for _, y in items])
+
+    def arrays(self, part: str, limit: int | None = None, stratified: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """The whole (optionally limited) split as arrays; for small evaluation sets."""
+        chunks = list(self.batches(part, 128, limit, stratified))
+        if not chunks:
+            raise UserInputError(f"The '{part}' split of {self.samples.source} is empty.")
+        return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+
+    def subset(self, part: str, limit: int | None, stratified: bool = True) -> list[int]:
+        """Up to `limit` indices of a split, round-robin over classes so every class is represented."""
+        indices = self.split[part]
+        if limit is None or limit >= len(indices):
+            return list(indices)
+        if not stratified:
+            return list(indices[:limit])
+        rng = np.random.default_rng(self.config.seed)
+        by_class = [rng.permutation([i for i in indices if self.samples.labels[i] == c]).tolist()
+                    for c in range(self.num_classes)]
+        chosen: list[int] = []
+        while len(chosen) < limit:
+            for group in by_class:
+                if group and len(chosen) < limit:
+                    chosen.append(group.pop())
+        return sorted(chosen)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": self.samples.source,
+            "num_images": len(self.samples),
+            "classes": list(self.class_names),
+            "sha256": self.samples.digest,
+            "seed": self.config.seed,
+            "split_sizes": {k: len(v) for k, v in self.split.items()},
+        }
+
+
+def load_data(
+    spec: ModelSpec, config: DataConfig | None = None, split: dict[str, list[int]] | None = None
+) -> DataBundle:
+    """Load a source, split it (or reuse a recorded split), check it fits the model's classes."""
+    config = config or DataConfig()
+    samples = load_samples(config)
+    if split is None:
+        split = stratified_split(samples.labels, config.val_fraction, config.test_fraction, config.seed)
+    elif max((max(v) for v in split.values() if v), default=-1) >= len(samples):
+        raise UserInputError("The recorded split does not fit this data source; was the data changed?")
+    return DataBundle(samples, split, spec, config)
+
+
+def check_model_fits_data(spec: ModelSpec, bundle: DataBundle) -> None:
+    """A model trained on N classes cannot be scored against data with M != N classes."""
+    if spec.num_classes != bundle.num_classes:
+        raise UserInputError(
+            f"Model '{spec.architecture}' predicts {spec.num_classes} classes but data '{bundle.samples.source}' has "
+            f"{bundle.num_classes} ({', '.join(bundle.class_names[:5])}...). Use data with the model's classes or "
+            "train/fine-tune on this data first."
+        )
+
+
+def bundled_photos() -> list[tuple[str, Any]]:
+    """Real photos shipped with scikit-image (offline), for ImageNet-pretrained models."""
+    from PIL import Image
+    from skimage import data as skdata
+
+    photos = []
+    for name in ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "horse"):
+        try:
+            array = getattr(skdata, name)()
+        except Exception as exc:  # noqa: BLE001 - some need a download; skip those offline
+            log.debug("skipping skimage photo %s: %s", name, exc)
+            continue
+        if array.dtype == bool:
+            array = array.astype(np.uint8) * 255
+        photos.append((name, Image.fromarray(array).convert("RGB")))
+    return photos
+
+
+def photo_crops(spec: ModelSpec, count: int = 200, seed: int = 0) -> np.ndarray:
+    """`count` augmented crops of the bundled photos, preprocessed: real images for parity checks."""
+    import torch
+
+    torch.manual_seed(seed)
+    photos = bundled_photos()
+    if not photos:
+        raise MissingDependencyError("No bundled photos available (scikit-image is missing).")
+    augment = train_transform(spec, hflip=True, strength=1.5)
+    return np.stack([augment(photos[i % len(photos)][1]).numpy() for i in range(count)]).astype(np.float32)

@@ -1,0 +1,80 @@
+"""Backends as Runners: `with get_runner("onnxruntime", model, device="cpu") as r: r.infer(x)`.
+
+Runner modules are imported lazily, so asking for one never imports the others' libraries.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+from toolchain.errors import MissingDependencyError, UserInputError, did_you_mean
+from toolchain.runners.base import DEVICES, Runner
+from toolchain.sources import LoadedModel
+
+# name -> (module, class, python package it needs, formats it runs)
+RUNNERS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "torch": ("toolchain.runners.torch_eager", "TorchRunner", "torch", ("torch",)),
+}
+
+DEFAULT_RUNNER = {"torch": "torch"}
+
+
+def register_runner(name: str, module: str, cls: str, package: str, formats: tuple[str, ...]) -> None:
+    RUNNERS[name] = (module, cls, package, formats)
+
+
+def installed_runners() -> list[str]:
+    return [name for name, (_, _, pkg, _) in RUNNERS.items() if importlib.util.find_spec(pkg) is not None]
+
+
+def model_format(model: LoadedModel) -> str:
+    return model.artifact.format if model.artifact is not None else "torch"
+
+
+def runners_for(model: LoadedModel) -> list[str]:
+    """Installed runners that can execute this model's format."""
+    fmt = model_format(model)
+    return [name for name in installed_runners() if fmt in RUNNERS[name][3]]
+
+
+def default_runner(model: LoadedModel) -> str:
+    fmt = model_format(model)
+    if fmt not in DEFAULT_RUNNER:
+        raise UserInputError(f"No runner can execute format '{fmt}'.")
+    return DEFAULT_RUNNER[fmt]
+
+
+def get_runner(name: str, model: LoadedModel, device: str = "cpu", threads: int | None = None,
+               **options: Any) -> Runner:
+    """Build (not yet load) a Runner; unknown, missing or mismatched backends are one-line errors."""
+    if name == "auto":
+        name = default_runner(model)
+    if name not in RUNNERS:
+        raise UserInputError(
+            f"Unknown backend '{name}': expected one of {', '.join(RUNNERS)}.{did_you_mean(name, list(RUNNERS))}"
+        )
+    module_name, cls_name, package, formats = RUNNERS[name]
+    if importlib.util.find_spec(package) is None:
+        raise MissingDependencyError(
+            f"Backend '{name}' needs the Python package '{package}', which is not installed. "
+            f"Installed backends: {', '.join(installed_runners())}."
+        )
+    fmt = model_format(model)
+    if fmt not in formats:
+        raise UserInputError(
+            f"Backend '{name}' cannot run a {fmt} model ({model.name}); it runs {', '.join(formats)}. "
+            f"Backends for {fmt}: {', '.join(runners_for(model)) or 'none installed'}."
+        )
+    if device not in DEVICES:
+        raise UserInputError(f"Unknown device '{device}': expected one of {', '.join(DEVICES)}.")
+    if threads is not None and threads < 1:
+        raise UserInputError(f"--threads must be >= 1, got {threads}.")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    if device not in cls.devices:
+        raise UserInputError(f"Backend '{name}' does not run on {device}; it supports {', '.join(cls.devices)}.")
+    return cls(model, device=device, threads=threads, **options)
+
+
+__all__ = ["Runner", "get_runner", "installed_runners", "runners_for", "default_runner", "register_runner"]

@@ -1,0 +1,84 @@
+"""The Runner interface (after Polygraphy's BaseRunner): load once, infer many, close.
+
+`infer()` checks the input against the ModelSpec, then calls the backend's `infer_impl`, so
+every backend rejects wrong shapes with the same one-line message.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+from toolchain.errors import UserInputError
+from toolchain.sources import LoadedModel
+
+DEVICES = ("cpu", "cuda")
+
+
+class Runner(abc.ABC):
+    """One backend running one model on one device. Use as a context manager."""
+
+    name: str = "base"
+    #: artifact formats this runner can execute; "torch" means an eager nn.Module
+    formats: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ("cpu",)
+
+    def __init__(self, model: LoadedModel, device: str = "cpu", threads: int | None = None, **options: Any) -> None:
+        self.model = model
+        self.spec = model.spec
+        self.device = device
+        self.threads = threads
+        self.options = options
+        self.loaded = False
+
+    # lifecycle -------------------------------------------------------------
+    def __enter__(self) -> Runner:
+        self.load()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def load(self) -> None:
+        if not self.loaded:
+            self.load_impl()
+            self.loaded = True
+
+    def close(self) -> None:
+        if self.loaded:
+            self.close_impl()
+            self.loaded = False
+
+    # inference -------------------------------------------------------------
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run a float32 NCHW batch; return float32 logits of shape (N, num_classes)."""
+        self.check_input(batch)
+        if not self.loaded:
+            self.load()
+        return np.asarray(self.infer_impl(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
+
+    def check_input(self, batch: np.ndarray) -> None:
+        expected = (self.spec.channels, *self.spec.input_size)
+        if not isinstance(batch, np.ndarray) or batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
+            shape = tuple(batch.shape) if hasattr(batch, "shape") else type(batch).__name__
+            raise UserInputError(
+                f"{self.name} runner got input of shape {shape}; expected (N, {', '.join(map(str, expected))}) "
+                f"for {self.model.name}. Resize the images to the model's input size."
+            )
+
+    @abc.abstractmethod
+    def load_impl(self) -> None: ...
+
+    @abc.abstractmethod
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close_impl(self) -> None:  # noqa: B027 - optional hook
+        """Release sessions or memory; most backends need nothing."""
+
+    def synchronize(self) -> None:  # noqa: B027 - optional hook
+        """Wait for queued device work (CUDA); bench.py calls it before reading the clock."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"runner": self.name, "device": self.device, "threads": self.threads, "model": self.model.name}
