@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def trained_tiny_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
     loaded, bundle = quick_train("tiny-cnn")
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
     save_checkpoint(path, loaded.module, loaded.spec, split=bundle.split, data=bundle.describe(),
-                    config={"data": "digits"})
+                    data_config=asdict(bundle.config))
     return path
 
 

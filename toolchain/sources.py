@@ -173,7 +173,7 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     module = rebuild_module(spec)
     load_state_dict_checked(module, payload["state_dict"], f"Checkpoint '{file}'", spec.architecture)
     module.eval()
-    info = {k: payload[k] for k in ("config", "split", "metrics", "epoch", "data") if k in payload}
+    info = {k: payload[k] for k in ("config", "split", "metrics", "epoch", "data", "data_config") if k in payload}
     return LoadedModel(spec, f"checkpoint:{file}", module=module, checkpoint=file, source_hash=sha256_file(file),
                        info=info)
 
