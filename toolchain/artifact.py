@@ -143,6 +143,17 @@ def load_artifact(path: str | Path) -> Artifact:
     return artifact
 
 
+def require_usable(artifact: Artifact) -> Artifact:
+    """Refuse an artifact whose export verification failed (status 'failed'): later stages must not use it."""
+    if artifact.manifest.status != "ok":
+        why = (artifact.manifest.verification or {}).get("summary", "its verification did not pass")
+        raise ArtifactError(
+            f"Artifact '{artifact.path}' has status '{artifact.manifest.status}' ({why}); it must not be used. "
+            "Fix the model or export options and re-export."
+        )
+    return artifact
+
+
 def bare_model_artifact(path: str | Path, spec: ModelSpec) -> Artifact:
     """Wrap a loose .onnx/.pt2/.ts file (no manifest) so runners can load it like an artifact."""
     file = Path(path)

@@ -23,6 +23,7 @@ from toolchain.artifact import (
     bare_model_artifact,
     is_artifact_dir,
     load_artifact,
+    require_usable,
     sha256_file,
 )
 from toolchain.errors import ArtifactError, MissingDependencyError, UserInputError
@@ -294,7 +295,7 @@ def load_model(
         loaded = LoadedModel(spec, f"registry:{source}", module=module.eval())
     elif path.is_dir():
         if is_artifact_dir(path):
-            artifact = load_artifact(path)
+            artifact = require_usable(load_artifact(path))
             return LoadedModel(artifact.spec, f"artifact:{path}", artifact=artifact,
                                source_hash=sha256_file(artifact.model_path))
         if (path / CHECKPOINT_NAME).is_file():

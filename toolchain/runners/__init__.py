@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 from typing import Any
 
+from toolchain.artifact import require_usable
 from toolchain.errors import MissingDependencyError, UserInputError, did_you_mean
 from toolchain.runners.base import DEVICES, Runner
 from toolchain.sources import LoadedModel
@@ -16,9 +17,14 @@ from toolchain.sources import LoadedModel
 # name -> (module, class, python package it needs, formats it runs)
 RUNNERS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "torch": ("toolchain.runners.torch_eager", "TorchRunner", "torch", ("torch",)),
+    "torch-compile": ("toolchain.runners.torch_compile", "TorchCompileRunner", "torch", ("torch",)),
+    "torchscript": ("toolchain.runners.torchscript", "TorchScriptRunner", "torch", ("torchscript",)),
+    "pt2": ("toolchain.runners.pt2", "Pt2Runner", "torch", ("pt2",)),
+    "onnxruntime": ("toolchain.runners.onnxrt", "OnnxRuntimeRunner", "onnxruntime", ("onnx",)),
+    "openvino": ("toolchain.runners.openvino_rt", "OpenVinoRunner", "openvino", ("onnx",)),
 }
 
-DEFAULT_RUNNER = {"torch": "torch"}
+DEFAULT_RUNNER = {"torch": "torch", "onnx": "onnxruntime", "pt2": "pt2", "torchscript": "torchscript"}
 
 
 def register_runner(name: str, module: str, cls: str, package: str, formats: tuple[str, ...]) -> None:
@@ -61,6 +67,8 @@ def get_runner(name: str, model: LoadedModel, device: str = "cpu", threads: int 
             f"Backend '{name}' needs the Python package '{package}', which is not installed. "
             f"Installed backends: {', '.join(installed_runners())}."
         )
+    if model.artifact is not None:
+        require_usable(model.artifact)
     fmt = model_format(model)
     if fmt not in formats:
         raise UserInputError(

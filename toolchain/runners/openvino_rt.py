@@ -1,0 +1,53 @@
+"""OpenVINO runner (optional extra: pip install 'vtool[openvino]'): runs ONNX artifacts on the CPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from toolchain.errors import ArtifactError, MissingDependencyError
+from toolchain.runners.base import Runner
+from toolchain.runners.onnxrt import first_line
+
+HINTS = ("LATENCY", "THROUGHPUT")
+
+
+class OpenVinoRunner(Runner):
+    """Options: hint ('LATENCY' default or 'THROUGHPUT')."""
+
+    name = "openvino"
+    formats = ("onnx",)
+    devices = ("cpu",)
+
+    def load_impl(self) -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:  # find_spec saw it, but it does not import (broken install)
+            raise MissingDependencyError(f"openvino is installed but does not import ({exc}).") from None
+        hint = str(self.options.get("hint", "LATENCY")).upper()
+        if hint not in HINTS:
+            raise MissingDependencyError(f"OpenVINO hint '{hint}' must be one of {', '.join(HINTS)}.")
+        core = ov.Core()
+        if "CPU" not in core.available_devices:
+            raise MissingDependencyError(f"OpenVINO sees no CPU device; available: {core.available_devices}.")
+        config: dict[str, Any] = {"PERFORMANCE_HINT": hint}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        path = self.model.artifact.model_path
+        try:
+            model = core.read_model(str(path))
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long texts
+            raise ArtifactError(
+                f"OpenVINO cannot load '{path}' ({first_line(exc)}); the file is corrupt or not ONNX: re-export it."
+            ) from None
+        self.request = self.compiled.create_infer_request()
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        self.request.infer({0: batch})
+        return np.array(self.request.get_output_tensor(0).data, copy=True)
+
+    def close_impl(self) -> None:
+        self.request = None
+        self.compiled = None
