@@ -1,0 +1,187 @@
+"""evaluate(): accuracy, top-5, per-class precision/recall/F1, confusion matrix, misclassified images.
+
+Works for any LoadedModel through a Runner, so a checkpoint and the artifacts exported from it
+are scored the same way. The data defaults to what the model recorded (source, seed and split).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.data import SPLITS, DataBundle
+from toolchain.errors import UserInputError, check_choice
+from toolchain.inputs import data_config_of, resolve_bundle
+from toolchain.metrics import topk_accuracy
+from toolchain.sources import LoadedModel, write_json
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+CONFUSION_PNG = "confusion_matrix.png"
+MISCLASSIFIED_PNG = "misclassified.png"
+
+
+@dataclass
+class EvalConfig:
+    """Which split to score, with which backend, and how many misclassified images to draw."""
+
+    part: str = "test"
+    runner: str = "auto"
+    device: str = "cpu"
+    threads: int | None = None
+    batch_size: int = 64
+    max_misclassified: int = 24
+
+    def __post_init__(self) -> None:
+        check_choice("split", self.part, SPLITS)
+        if self.batch_size < 1:
+            raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}.")
+        if self.max_misclassified < 0:
+            raise UserInputError(f"max_misclassified must be >= 0, got {self.max_misclassified}.")
+
+
+@dataclass
+class EvalResult:
+    """Scores of one model on one split; `to_dict()` has the stable keys scripts read."""
+
+    accuracy: float
+    top5: float
+    per_class: dict[str, dict[str, float]]
+    confusion_matrix: list[list[int]]
+    n: int
+    part: str
+    class_names: list[str]
+    macro_f1: float
+    data: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    runner: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+    misclassified: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def eval_bundle(model: LoadedModel, data: str | None = None) -> DataBundle:
+    """The model's data, preprocessed for it; the recorded split when the source is the recorded one."""
+    bundle = resolve_bundle(model, data)
+    if bundle is None:
+        raise UserInputError(
+            f"No data is recorded for {model.name}: pass --data (digits, synthetic or an ImageFolder directory "
+            "with the model's classes)."
+        )
+    recorded = data_config_of(model)
+    split = _recorded_split(model)
+    if split and recorded is not None and recorded.source == bundle.config.source:
+        if max((max(v) for v in split.values() if v), default=-1) >= len(bundle.samples):
+            raise UserInputError(f"The split recorded with {model.name} does not fit '{bundle.config.source}' any "
+                                 "more; was the data changed?")
+        bundle = dataclasses.replace(bundle, split={k: list(v) for k, v in split.items()})
+    return bundle
+
+
+def _recorded_split(model: LoadedModel) -> dict[str, list[int]] | None:
+    if model.artifact is not None:
+        return model.artifact.manifest.source.get("split")
+    return (model.info or {}).get("split")
+
+
+def predict_logits(model: LoadedModel, bundle: DataBundle, config: EvalConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of a whole split, streamed through the model's runner."""
+    from toolchain.runners import get_runner
+
+    logits, labels = [], []
+    with get_runner(config.runner, model, device=config.device, threads=config.threads) as runner:
+        for x, y in bundle.batches(config.part, config.batch_size):
+            logits.append(runner.infer(x))
+            labels.append(y)
+    if not logits:
+        raise UserInputError(f"The '{config.part}' split of {bundle.samples.source} is empty; nothing to evaluate.")
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def score(logits: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """accuracy, top5, per_class {name: precision/recall/f1/support}, confusion_matrix, macro_f1 (sklearn)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    names = list(class_names)
+    classes = list(range(len(names)))
+    preds = logits.argmax(1)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=classes, zero_division=0)
+    per_class = {
+        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for name, p, r, f, s in zip(names, precision, recall, f1, support, strict=True)
+    }
+    present = support > 0
+    return {
+        "accuracy": float(np.mean(preds == labels)),
+        "top5": topk_accuracy(logits, labels, 5),
+        "per_class": per_class,
+        "confusion_matrix": confusion_matrix(labels, preds, labels=classes).tolist(),
+        "macro_f1": float(np.mean(f1[present])) if present.any() else 0.0,
+    }
+
+
+def evaluate(
+    model: LoadedModel,
+    bundle: DataBundle,
+    config: EvalConfig | None = None,
+    out_dir: str | Path | None = None,
+) -> EvalResult:
+    """Score `model` on a split of `bundle`; with out_dir, write metrics.json and the two PNG plots."""
+    config = config or EvalConfig()
+    if model.spec.num_classes != bundle.num_classes:
+        raise UserInputError(f"{model.name} predicts {model.spec.num_classes} classes but the data has "
+                             f"{bundle.num_classes}; evaluate it on data with its classes.")
+    bundle = dataclasses.replace(bundle, spec=model.spec)
+    logits, labels = predict_logits(model, bundle, config)
+    names = list(model.spec.class_names or bundle.class_names)
+    scores = score(logits, labels, names)
+    indices = bundle.split[config.part]
+    preds = logits.argmax(1)
+    wrong = np.flatnonzero(preds != labels)
+    misclassified = []
+    for i in wrong[: config.max_misclassified]:
+        item = bundle.samples.items[indices[i]]
+        misclassified.append({"index": int(indices[i]), "true": names[labels[i]], "pred": names[preds[i]],
+                              "file": str(item) if isinstance(item, Path) else None})
+    runner = config.runner if config.runner != "auto" else _default_runner_name(model)
+    result = EvalResult(**scores, n=int(len(labels)), part=config.part, class_names=names, data=bundle.describe(),
+                        model=model.describe(), runner=runner, misclassified=misclassified)
+    log.info("%s on %s/%s: accuracy %.4f top5 %.4f (n=%d)", model.name, bundle.samples.source, config.part,
+             result.accuracy, result.top5, result.n)
+    if out_dir is not None:
+        write_eval_outputs(result, bundle, wrong[: config.max_misclassified], Path(out_dir))
+    return result
+
+
+def _default_runner_name(model: LoadedModel) -> str:
+    from toolchain.runners import default_runner
+
+    return default_runner(model)
+
+
+def write_eval_outputs(result: EvalResult, bundle: DataBundle, wrong: np.ndarray, out: Path) -> None:
+    """metrics.json + confusion matrix PNG + misclassified grid PNG (each written atomically)."""
+    from toolchain import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    indices = bundle.split[result.part]
+    result.files = {
+        "confusion_matrix": str(plots.confusion_matrix(
+            result.confusion_matrix, result.class_names, out / CONFUSION_PNG,
+            title=f"{result.model.get('architecture', '')} on {bundle.samples.source}/{result.part} "
+                  f"(accuracy {result.accuracy:.3f})")),
+        "misclassified": str(plots.misclassified_grid(
+            [bundle.samples.image(indices[i]) for i in wrong], [m["true"] for m in result.misclassified],
+            [m["pred"] for m in result.misclassified], out / MISCLASSIFIED_PNG,
+            title=f"misclassified: {len(result.misclassified)} shown")),
+        "metrics": str(out / METRICS_FILE),
+    }
+    write_json(out / METRICS_FILE, result.to_dict())

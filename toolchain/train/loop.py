@@ -1,0 +1,200 @@
+"""The training loop: train(loaded_model, bundle, config, out_dir) -> TrainResult."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from toolchain.artifact import atomic_write_text
+from toolchain.data import DataBundle
+from toolchain.errors import UserInputError
+from toolchain.sources import CHECKPOINT_NAME, LoadedModel, load_model, save_checkpoint
+from toolchain.train.config import LAST_NAME, RUN_FILES, Progress, TrainConfig, TrainResult
+from toolchain.train.setup import (
+    check_out_dir,
+    class_weights,
+    evaluate_loss,
+    freeze_backbone,
+    is_run_dir,
+    recorded_run,
+    resolve_device,
+)
+
+log = logging.getLogger(__name__)
+
+
+def train(
+    loaded_model: LoadedModel,
+    bundle: DataBundle,
+    config: TrainConfig,
+    out_dir: str | Path,
+    progress_callback: Callable[[Progress], None] | None = None,
+) -> TrainResult:
+    """Train `loaded_model` on `bundle` and write the run directory (see module docstring)."""
+    import torch
+
+    from toolchain import plots
+    from toolchain.train import augment
+
+    start = time.perf_counter()
+    out = Path(out_dir)
+    if not loaded_model.is_torch:
+        raise UserInputError(f"{loaded_model.name} is an exported model; training needs an eager PyTorch model.")
+    spec = loaded_model.spec
+    if spec.num_classes != bundle.num_classes:
+        raise UserInputError(f"Model predicts {spec.num_classes} classes but the data has {bundle.num_classes}.")
+    spec = spec.replace(class_names=bundle.class_names)
+    bundle = dataclasses.replace(bundle, spec=spec)
+    if not bundle.split.get("train"):
+        raise UserInputError(f"The training split of {bundle.samples.source} is empty; add images.")
+    check_out_dir(out, config.resume, config.overwrite)
+    device = resolve_device(config.device)
+    module = loaded_model.module.to(device)
+    head = freeze_backbone(module) if config.freeze_backbone else None
+    params = [p for p in module.parameters() if p.requires_grad]
+    if config.optimizer == "adamw":
+        optimizer: Any = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay,
+                                    nesterov=True)
+    train_labels = bundle.samples.labels[bundle.split["train"]]
+    weight = None
+    if config.class_weighted:
+        weight = torch.tensor(class_weights(train_labels, bundle.num_classes), device=device)
+    criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    eval_criterion = torch.nn.CrossEntropyLoss()
+    use_amp = config.amp and device == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    history: list[dict[str, Any]] = []
+    best = {"epoch": 0, "val_accuracy": -1.0, "val_loss": float("inf")}
+    first_epoch, bad_epochs = 0, 0
+    if config.resume:
+        payload = recorded_run(out)
+        first_epoch = int(payload.get("epoch", 0))
+        if first_epoch >= config.epochs:
+            raise UserInputError(f"'{out}' already finished {first_epoch} epochs; pass --epochs N with N > "
+                                 f"{first_epoch} to train further.")
+        optimizer.load_state_dict(payload["optimizer"])
+        if use_amp and payload.get("scaler"):
+            scaler.load_state_dict(payload["scaler"])
+        history = list(payload.get("history", []))
+        best = dict(payload.get("best", best))
+        bad_epochs = int(payload.get("bad_epochs", 0))
+        log.info("resuming %s at epoch %d/%d", out, first_epoch + 1, config.epochs)
+    elif is_run_dir(out):  # config.overwrite (checked above): clear the old run's files
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+
+    has_val = len(bundle.split.get("val", [])) > 0
+    train_cache = augment.cached_split(bundle, "train")
+    val_cache = augment.cached_split(bundle, "val")
+    hflip = bundle.config.hflip if bundle.config.hflip is not None else bundle.config.source != "digits"
+
+    def val_batches() -> Any:
+        if val_cache is not None:
+            return augment.batches(*val_cache, 256)
+        return bundle.loader("val", batch_size=max(config.batch_size, 128))
+
+    def train_batches(epoch: int) -> Any:
+        if train_cache is None:
+            yield from bundle.loader("train", batch_size=config.batch_size, shuffle=True, augment=config.augment,
+                                     seed=config.seed + epoch)
+            return
+        for x, y in augment.batches(*train_cache, config.batch_size, shuffle=True):
+            yield (augment.augment_batch(x, spec.mean, spec.std, hflip) if config.augment else x), y
+
+    steps_per_epoch = math.ceil(len(bundle.split["train"]) / config.batch_size)
+    common = {"split": bundle.split, "data": bundle.describe(), "data_config": asdict(bundle.config),
+              "config": asdict(config)}
+    stopped_early = False
+    for epoch in range(first_epoch, config.epochs):
+        epoch_start = time.perf_counter()
+        torch.manual_seed(config.seed + epoch)
+        module.train()
+        if head is not None:  # feature extraction: frozen BatchNorm statistics and no dropout outside the head
+            module.eval()
+            head.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        for step, (x, y) in enumerate(train_batches(epoch)):
+            lr = config.lr_at(epoch * steps_per_epoch + step, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                logits = module(x)
+                loss = criterion(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise UserInputError(f"Training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr "
+                                     f"(now {config.lr}) or set --grad-clip 1.0.")
+            scaler.scale(loss).backward()
+            if config.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            seen += len(y)
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((logits.detach().argmax(1) == y).sum())
+            if progress_callback:
+                progress_callback(Progress(epoch + 1, config.epochs, step + 1, steps_per_epoch, loss_sum / seen,
+                                           correct / seen, lr))
+        val_loss, val_acc, _ = evaluate_loss(module, val_batches(), eval_criterion, device) if has_val else (
+            loss_sum / seen, correct / seen, 0)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+               "val_loss": val_loss, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"],
+               "time_s": time.perf_counter() - epoch_start}
+        history.append(row)
+        log.info("epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f", epoch + 1, config.epochs,
+                 row["train_loss"], row["train_accuracy"], val_loss, val_acc)
+        improved_loss = val_loss < best.get("best_val_loss", float("inf")) - 1e-4
+        if improved_loss:
+            best["best_val_loss"] = val_loss
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        if val_acc > best["val_accuracy"] or (val_acc == best["val_accuracy"] and val_loss < best["val_loss"]):
+            best.update(epoch=epoch + 1, val_accuracy=val_acc, val_loss=val_loss)
+            save_checkpoint(out / CHECKPOINT_NAME, module, spec, epoch=epoch + 1,
+                            metrics={"val_accuracy": val_acc, "val_loss": val_loss}, **common)
+        save_checkpoint(out / LAST_NAME, module, spec, epoch=epoch + 1, optimizer=optimizer.state_dict(),
+                        scaler=scaler.state_dict() if use_amp else {}, history=history, best=best,
+                        bad_epochs=bad_epochs, **common)
+        atomic_write_text(out / "history.json", json.dumps(history, indent=2) + "\n")
+        if progress_callback:
+            progress_callback(Progress(epoch + 1, config.epochs, steps_per_epoch, steps_per_epoch, row["train_loss"],
+                                       row["train_accuracy"], row["lr"], True, val_loss, val_acc))
+        if config.patience and bad_epochs >= config.patience and epoch + 1 < config.epochs:
+            log.info("early stop: val loss has not improved for %d epochs", bad_epochs)
+            stopped_early = True
+            break
+
+    plots.training_curves(history, out / "curves.png")
+    metrics = _final_metrics(out, bundle, spec, best, eval_criterion, device, common)
+    module.to("cpu").eval()
+    return TrainResult(out, out / CHECKPOINT_NAME, out / LAST_NAME, int(best["epoch"]), len(history), stopped_early,
+                       metrics, history, time.perf_counter() - start)
+
+
+def _final_metrics(out: Path, bundle: DataBundle, spec: Any, best: dict[str, Any], criterion: Any, device: str,
+                   common: dict[str, Any]) -> dict[str, Any]:
+    """Score the best checkpoint on the test split and record the figures inside best.pt."""
+    best_model = load_model(str(out / CHECKPOINT_NAME))
+    metrics: dict[str, Any] = {"best_epoch": int(best["epoch"]), "val_accuracy": float(best["val_accuracy"]),
+                               "val_loss": float(best["val_loss"])}
+    if bundle.split.get("test"):
+        loss, acc, n = evaluate_loss(best_model.module.to(device), bundle.loader("test", batch_size=128), criterion,
+                                 device)
+        metrics.update(test_accuracy=acc, test_loss=loss, test_n=n)
+    best_model.module.to("cpu")
+    save_checkpoint(out / CHECKPOINT_NAME, best_model.module, spec, epoch=int(best["epoch"]), metrics=metrics,
+                    **common)
+    return metrics

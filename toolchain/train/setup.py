@@ -1,0 +1,186 @@
+"""Preparing a run: output-dir checks, resume, model + data with matching classes, head freezing."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.data import DataBundle, DataConfig, load_data
+from toolchain.errors import UserInputError
+from toolchain.sources import CHECKPOINT_NAME, LoadedModel, load_model, read_checkpoint
+from toolchain.train.config import LAST_NAME, TrainConfig
+
+
+def is_run_dir(path: str | Path) -> bool:
+    folder = Path(path)
+    return folder.is_dir() and any((folder / name).exists() for name in (CHECKPOINT_NAME, LAST_NAME, "history.json"))
+
+
+def check_out_dir(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to train into a directory holding a run unless resuming or overwriting."""
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError(f"--out '{folder}' is a file; expected a directory for the run.")
+    if resume:
+        if not (folder / LAST_NAME).is_file():
+            raise UserInputError(f"Cannot resume: '{folder / LAST_NAME}' does not exist; train without --resume.")
+        return
+    if is_run_dir(folder) and not overwrite:
+        raise UserInputError(
+            f"'{folder}' already holds a training run; pass --resume to continue it, --overwrite to replace it, "
+            "or pick another --out."
+        )
+
+
+def recorded_run(out_dir: str | Path) -> dict[str, Any]:
+    """The last.pt payload of a run (config, data_config, split, epoch...)."""
+    return read_checkpoint(Path(out_dir) / LAST_NAME)
+
+
+def resume_config(out_dir: str | Path, **overrides: Any) -> TrainConfig:
+    """The run's recorded TrainConfig with the given non-None overrides (e.g. more epochs), resume on."""
+    recorded = dict(recorded_run(out_dir).get("config") or {})
+    known = {k: v for k, v in recorded.items() if k in TrainConfig.__dataclass_fields__}
+    known.update({k: v for k, v in overrides.items() if v is not None})
+    known["resume"] = True
+    known["overwrite"] = False
+    return TrainConfig(**known)
+
+
+def prepare_training(
+    source: str | None,
+    data_config: DataConfig | None,
+    config: TrainConfig,
+    out_dir: str | Path | None = None,
+    *,
+    weights: str | None = None,
+    num_classes: int | None = None,
+    input_size: tuple[int, int] | None = None,
+    pretrained: bool | None = None,
+) -> tuple[LoadedModel, DataBundle]:
+    """Load (or, with config.resume, reload from out_dir) the model and its data, class counts matched."""
+    import torch
+
+    torch.manual_seed(config.seed)
+    if config.resume:
+        if out_dir is None:
+            raise UserInputError("--resume needs --out pointing at the run to continue.")
+        payload = recorded_run(out_dir)
+        loaded = load_model(str(Path(out_dir) / LAST_NAME))
+        recorded = payload.get("data_config")
+        if not recorded:
+            raise UserInputError(f"'{out_dir}/{LAST_NAME}' records no data config; cannot resume it.")
+        bundle = load_data(loaded.spec, DataConfig(**recorded), split=payload.get("split"))
+        return loaded, bundle
+    if source is None:
+        raise UserInputError("--model is required (a registry name, checkpoint, run dir or file.py:Class).")
+    data_config = data_config or DataConfig()
+    if input_size is not None and (input_size[0] < 8 or input_size[1] < 8):
+        raise UserInputError(f"--input-size must be at least 8x8, got {input_size}.")
+    from toolchain.models import is_registered
+    from toolchain.spec import ModelSpec
+
+    placeholder = ModelSpec(architecture="pending", num_classes=1, input_size=input_size or (32, 32))
+    bundle = load_data(placeholder, data_config)
+    if num_classes is not None and num_classes != bundle.num_classes:
+        raise UserInputError(
+            f"--num-classes {num_classes} does not match data '{bundle.samples.source}', which has "
+            f"{bundle.num_classes} classes; leave --num-classes out when training (the data decides)."
+        )
+    builds_head = is_registered(source) or ".py:" in source
+    if builds_head:
+        loaded = load_model(source, weights=weights, num_classes=bundle.num_classes, input_size=input_size,
+                            pretrained=pretrained, class_names=bundle.class_names)
+    else:
+        loaded = load_model(source, weights=weights, input_size=input_size, pretrained=pretrained)
+        if not loaded.is_torch:
+            raise UserInputError(f"'{source}' is an exported {loaded.origin} model; training needs an eager "
+                                 "PyTorch model (a registry name, checkpoint, run dir, file.py:Class or HF dir).")
+        if input_size is not None and tuple(input_size) != tuple(loaded.spec.input_size):
+            raise UserInputError(f"--input-size {input_size} conflicts with '{source}', built for "
+                                 f"{loaded.spec.input_size}; leave --input-size out.")
+    if loaded.spec.num_classes != bundle.num_classes:
+        raise UserInputError(
+            f"Model '{source}' predicts {loaded.spec.num_classes} classes but data '{bundle.samples.source}' has "
+            f"{bundle.num_classes}; start from a registry name (a new head is built for the data) or use data "
+            "with the model's classes."
+        )
+    loaded.spec = loaded.spec.replace(class_names=bundle.class_names)
+    return loaded, dataclasses.replace(bundle, spec=loaded.spec)
+
+
+# ------------------------------------------------------------------ model helpers
+
+
+def find_head(module: Any) -> Any:
+    """The classification head: HF `classifier`, timm `get_classifier()`, torchvision `fc`/`classifier`,
+    else the last Linear layer (the project's Sequential models)."""
+    from torch import nn
+
+    inner = getattr(module, "model", None)
+    if inner is not None and isinstance(getattr(inner, "classifier", None), nn.Module):
+        return inner.classifier
+    if hasattr(module, "get_classifier"):
+        head = module.get_classifier()
+        if isinstance(head, nn.Module):
+            return head
+    for name in ("fc", "classifier", "head"):
+        head = getattr(module, name, None)
+        if isinstance(head, nn.Module):
+            return head
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise UserInputError("--freeze-backbone: found no classifier head (fc / classifier / a final Linear layer).")
+    return linears[-1]
+
+
+def freeze_backbone(module: Any) -> Any:
+    """Only the head trains (feature extraction); returns the head."""
+    head = find_head(module)
+    for param in module.parameters():
+        param.requires_grad_(False)
+    for param in head.parameters():
+        param.requires_grad_(True)
+    return head
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """'balanced' weights (sklearn) for classes present in training; 1.0 for absent ones."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = np.ones(num_classes, dtype=np.float32)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return weights
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        from toolchain.errors import MissingDependencyError
+
+        raise MissingDependencyError("--device cuda was requested but no CUDA GPU is available here; use --device cpu.")
+    return device
+
+
+def evaluate_loss(module: Any, loader: Any, criterion: Any, device: str) -> tuple[float, float, int]:
+    import torch
+
+    module.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    with torch.inference_mode():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            logits = module(x).float()
+            total_loss += float(criterion(logits, y)) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            count += len(y)
+    if count == 0:
+        return float("nan"), float("nan"), 0
+    return total_loss / count, correct / count, count
