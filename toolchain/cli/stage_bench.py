@@ -1,5 +1,102 @@
-"""vtool bench commands."""
+"""vtool bench: latency/throughput per (model, runner, batch size); --compare; --preprocess."""
 
 from __future__ import annotations
 
-from toolchain.cli import app  # noqa: F401
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from toolchain.cli import app
+from toolchain.cli.common import console, guarded, parse_int_list, parse_list
+
+
+def _write_outputs(data: dict[str, Any], json_out: Path | None, markdown: Path | None, plot: Path | None) -> None:
+    from toolchain import report
+
+    out = console()
+    if json_out:
+        out.print(f"wrote {report.write_json(json_out, data)}")
+    if markdown and "entries" in data:
+        out.print(f"wrote {report.write_text(markdown, report.bench_markdown(data))}")
+    if plot and "entries" in data:
+        out.print(f"wrote {report.bench_plot(data, plot)}")
+
+
+def _compare(old: Path, new: Path, max_regression: float, json_out: Path | None) -> None:
+    from toolchain import report
+    from toolchain.bench import compare_results, load_result
+
+    comparison = compare_results(load_result(old), load_result(new), max_regression)
+    console().print(report.compare_table(comparison.to_dict()))
+    for note in comparison.notes:
+        console().print(f"note: environment changed: {note}")
+    _write_outputs(comparison.to_dict(), json_out, None, None)
+    comparison.check()
+
+
+def _preprocess(models: list[str], duration: float | None, json_out: Path | None) -> None:
+    import tempfile
+
+    from toolchain import report
+    from toolchain.bench.preprocessing import preprocess_throughput, save_photos
+    from toolchain.sources import load_model
+
+    spec = load_model(models[0]).spec if models else None
+    with tempfile.TemporaryDirectory(prefix="vtool-photos-") as folder:
+        rows = preprocess_throughput(save_photos(folder), spec, duration_s=duration or 2.0)
+    console().print(report.preprocess_table(rows))
+    _write_outputs({"preprocess": rows}, json_out, None, None)
+
+
+@app.command("bench")
+@guarded
+def bench_cmd(
+    models: list[str] | None = typer.Argument(None, help="Models/artifacts to measure (default: every artifact under "
+                                       "exported/, else the simple-cnn registry model).", show_default=False),
+    backend: str | None = typer.Option(None, "--backend", help="Comma list of runners (default: every installed runner "
+                                "that can run each model)."),
+    batch_size: str = typer.Option("1", "--batch-size", help="Comma list of batch sizes, e.g. 1,8,32."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    threads: int | None = typer.Option(None, "--threads", help="Intra-op threads per runner (default: backend's own)."),
+    iterations: int | None = typer.Option(None, "--iterations", help="Measure exactly N calls (or --duration)."),
+    duration: float | None = typer.Option(None, "--duration", help="Measure for S seconds per entry (default 3)."),
+    warmup: float = typer.Option(0.5, "--warmup", help="Minimum warm-up seconds (then until timings settle)."),
+    warmup_iterations: int = typer.Option(5, "--warmup-iterations", help="Minimum warm-up calls."),
+    concurrency: str = typer.Option("1", "--concurrency", help="Comma list of requests in flight (threads)."),
+    inputs: str = typer.Option("auto", "--inputs", help="auto (real images, else synthetic), real or synthetic."),
+    data: str | None = typer.Option(None, "--data", help="Data source for real inputs (default: the model's own)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON."),
+    markdown: Path | None = typer.Option(None, "--markdown", help="Write a Markdown report."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write PNG plots (latency vs batch, throughput)."),
+    compare: tuple[Path, Path] | None = typer.Option(None, "--compare", help="OLD.json NEW.json: show the change; "
+                                              "exit 3 on a regression.", show_default=False),
+    max_regression: float = typer.Option(0.1, "--max-regression", help="With --compare: allowed p50 slowdown."),
+    preprocess: bool = typer.Option(False, "--preprocess", help="Measure image preprocessing throughput instead."),
+) -> None:
+    """Benchmark latency and throughput of models on every runner, batch size and concurrency level."""
+    if compare is not None:
+        return _compare(compare[0], compare[1], max_regression, json_out)
+    if preprocess:
+        return _preprocess(models or [], duration, json_out)
+    from toolchain import report
+    from toolchain.bench import BenchConfig, WarmupPolicy, benchmark, default_models
+
+    config = BenchConfig(
+        backends=parse_list(backend) if backend is not None else None,
+        batch_sizes=parse_int_list(batch_size, "--batch-size"), device=device, threads=threads,
+        iterations=iterations, duration_s=duration, concurrency=parse_int_list(concurrency, "--concurrency"),
+        warmup=WarmupPolicy(min_iterations=warmup_iterations, min_s=warmup, max_s=max(10.0, warmup)),
+        inputs=inputs, data=data,
+    )
+    err = console(stderr=True)
+    with err.status("benchmarking...") as status:
+        result = benchmark(models or default_models(), config, progress=lambda m: status.update(f"measuring {m}"))
+    data_out = result.to_dict()
+    out = console()
+    if not out.is_terminal:  # piped or redirected: don't squeeze the table into 80 columns
+        out.width = max(out.width, 170)
+    out.print(report.bench_table(data_out))
+    for line in report.bench_footnotes(data_out, warnings=False):  # warnings were logged already
+        err.print(line)
+    _write_outputs(data_out, json_out, markdown, plot)
