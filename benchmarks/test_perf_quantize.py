@@ -1,0 +1,28 @@
+"""Quantization time (INT8 PTQ of the bench model's ONNX artifact); skipped until toolchain.quantize exists."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench_helpers import describe
+
+
+def test_quantize_time(benchmark: Any, artifact_factory: Callable[[str], Path], tmp_path: Path) -> None:
+    quantize_mod = pytest.importorskip("toolchain.quantize")
+    if not hasattr(quantize_mod, "QuantConfig") or not hasattr(quantize_mod, "quantize"):
+        pytest.skip("toolchain.quantize has no QuantConfig/quantize yet")
+    from toolchain.sources import load_model
+
+    model = load_model(str(artifact_factory("onnx")))
+    outs = iter(tmp_path / f"int8-{i}" for i in range(100))
+
+    def run() -> Any:
+        config = quantize_mod.QuantConfig(mode="ptq", out=next(outs), samples=32)
+        return quantize_mod.quantize(model, config)
+
+    benchmark.group = "quantize"
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    describe(benchmark, stage="quantize", mode="ptq", device="cpu", samples=32)
