@@ -51,3 +51,19 @@ def tiny_cnn_model(trained_tiny_cnn: Path) -> LoadedModel:
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def exported_tiny_cnn(tiny_cnn_model: LoadedModel, tmp_path_factory: pytest.TempPathFactory):
+    """Factory: format ('onnx', 'pt2', 'torchscript') -> artifact dir of the trained tiny-cnn, exported once."""
+    from toolchain.export import ExportConfig, export_model
+
+    cache: dict[str, Path] = {}
+
+    def make(fmt: str) -> Path:
+        if fmt not in cache:
+            out = tmp_path_factory.mktemp(f"export-{fmt}") / f"tiny-cnn-{fmt}"
+            cache[fmt] = export_model(tiny_cnn_model, ExportConfig(format=fmt, out=out)).path
+        return cache[fmt]
+
+    return make

@@ -74,6 +74,7 @@ def export_failure(exc: BaseException, fmt: str, model_name: str, config: Export
     hint = "check the model's forward() for data-dependent Python control flow"
     if re.search(r"[Cc]onstraints? violated|specializ|guard", str(exc)) and config.dynamic_batch:
         hint = "the model does not support a dynamic batch; try --static-batch"
+    reason = reason.rstrip(". ")
     return ExportError(f"Cannot export {model_name} to {target}: {type(exc).__name__}: {reason}. Hint: {hint}.")
 
 
@@ -115,6 +116,13 @@ def write_onnx(module: Any, example: Any, path: Path, spec: ModelSpec, config: E
     if config.simplify:
         details["simplify"] = simplify_onnx(path, large)
     details.update(check_onnx(path, config.opset))
+    batch_dim = details["input_shape"][0] if details["input_shape"] else None
+    if config.dynamic_batch and isinstance(batch_dim, int):
+        # The dynamo exporter quietly drops dynamic shapes it cannot honour and bakes the example batch in.
+        raise ExportError(
+            f"The model does not support a dynamic batch: the ONNX exporter fixed the batch at {batch_dim}. "
+            "Export with --static-batch (batch 1), or remove batch-size-dependent code from forward()."
+        )
     return details
 
 
