@@ -1,0 +1,172 @@
+"""Runners: one interface, same logits as eager on real images, one-line errors for bad models and inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolchain.artifact import load_artifact
+from toolchain.errors import ArtifactError, MissingDependencyError, UserInputError
+from toolchain.inputs import evaluation_inputs
+from toolchain.runners import DEFAULT_RUNNER, RUNNERS, get_runner, installed_runners, runners_for
+from toolchain.runners.onnxrt import providers_for
+from toolchain.sources import LoadedModel, load_model
+
+# (runner, artifact format or "torch" for the eager module, options)
+CASES = [
+    ("torch", "torch", {}),
+    ("torch", "torch", {"channels_last": True}),
+    ("torch-compile", "torch", {"backend": "eager"}),
+    ("torchscript", "torchscript", {}),
+    ("pt2", "pt2", {}),
+    ("onnxruntime", "onnx", {}),
+    ("openvino", "onnx", {}),
+]
+
+
+@pytest.fixture(scope="module")
+def real_images(tiny_cnn_model: LoadedModel) -> np.ndarray:
+    return evaluation_inputs(tiny_cnn_model, limit=30).x
+
+
+@pytest.fixture(scope="module")
+def eager_logits(tiny_cnn_model: LoadedModel, real_images: np.ndarray) -> np.ndarray:
+    with get_runner("torch", tiny_cnn_model) as runner:
+        return runner.infer(real_images)
+
+
+def model_for(fmt: str, tiny_cnn_model: LoadedModel, exported_tiny_cnn) -> LoadedModel:
+    return tiny_cnn_model if fmt == "torch" else load_model(str(exported_tiny_cnn(fmt)))
+
+
+@pytest.mark.parametrize("name, fmt, options", CASES, ids=[f"{c[0]}-{'-'.join(c[2]) or 'default'}" for c in CASES])
+def test_runner_matches_eager(name, fmt, options, tiny_cnn_model, exported_tiny_cnn, real_images, eager_logits):
+    if name not in installed_runners():
+        pytest.skip(f"{name} is not installed")
+    model = model_for(fmt, tiny_cnn_model, exported_tiny_cnn)
+    with get_runner(name, model, **options) as runner:
+        assert runner.loaded
+        for batch in (1, 7):
+            out = runner.infer(real_images[:batch])
+            assert out.shape == (batch, 10) and out.dtype == np.float32
+            np.testing.assert_allclose(out, eager_logits[:batch], atol=1e-4, rtol=0)
+        runner.synchronize()
+        assert runner.describe()["runner"] == name
+    assert not runner.loaded
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript"])
+def test_auto_picks_default_runner(fmt, exported_tiny_cnn) -> None:
+    model = load_model(str(exported_tiny_cnn(fmt)))
+    assert get_runner("auto", model).name == DEFAULT_RUNNER[fmt]
+    assert DEFAULT_RUNNER[fmt] in runners_for(model)
+
+
+def test_onnxruntime_uses_threads(exported_tiny_cnn) -> None:
+    with get_runner("onnxruntime", load_model(str(exported_tiny_cnn("onnx"))), threads=2) as runner:
+        assert runner.session.get_session_options().intra_op_num_threads == 2
+        assert runner.describe()["providers"] == ["CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("name, fmt", [(c[0], c[1]) for c in CASES if "channels_last" not in c[2]])
+@pytest.mark.parametrize("shape", [(2, 3, 28, 28), (2, 1, 32, 32), (3, 32, 32)], ids=["size", "channels", "ndim"])
+def test_wrong_input_shape_is_one_line(name, fmt, shape, tiny_cnn_model, exported_tiny_cnn) -> None:
+    if name not in installed_runners():
+        pytest.skip(f"{name} is not installed")
+    runner = get_runner(name, model_for(fmt, tiny_cnn_model, exported_tiny_cnn))
+    with pytest.raises(UserInputError, match=r"expected \(N, 3, 32, 32\)") as info:
+        runner.infer(np.zeros(shape, np.float32))
+    assert "\n" not in str(info.value)
+    runner.close()
+
+
+@pytest.mark.parametrize("fmt, name", [("onnx", "onnxruntime"), ("onnx", "openvino"), ("pt2", "pt2"),
+                                       ("torchscript", "torchscript")])
+def test_corrupt_model_file_is_artifact_error(fmt, name, tmp_path: Path, exported_tiny_cnn) -> None:
+    if name not in installed_runners():
+        pytest.skip(f"{name} is not installed")
+    copy = shutil.copytree(exported_tiny_cnn(fmt), tmp_path / "copy")
+    model_file = load_artifact(copy).model_path
+    model_file.write_bytes(b"this is not a model" * 10)
+    with pytest.raises(ArtifactError, match="corrupt") as info:
+        get_runner(name, load_model(str(copy))).load()
+    assert "\n" not in str(info.value) and str(model_file) in str(info.value)
+
+
+def test_missing_model_file_and_unknown_schema(tmp_path: Path, exported_tiny_cnn) -> None:
+    missing = shutil.copytree(exported_tiny_cnn("onnx"), tmp_path / "missing")
+    (missing / "model.onnx").unlink()
+    with pytest.raises(ArtifactError, match="model.onnx' but it is missing"):
+        load_model(str(missing))
+    future = shutil.copytree(exported_tiny_cnn("onnx"), tmp_path / "future")
+    data = json.loads((future / "manifest.json").read_text())
+    data["schema_version"] = 99
+    (future / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="schema_version 99"):
+        load_model(str(future))
+
+
+def test_unknown_or_mismatched_backend(tiny_cnn_model, exported_tiny_cnn) -> None:
+    with pytest.raises(UserInputError, match="Unknown backend 'onnxrt'.*Did you mean 'onnxruntime'"):
+        get_runner("onnxrt", tiny_cnn_model)
+    with pytest.raises(UserInputError, match="cannot run a torch model.*Backends for torch: torch, torch-compile"):
+        get_runner("onnxruntime", tiny_cnn_model)
+    with pytest.raises(UserInputError, match="cannot run a pt2 model"):
+        get_runner("openvino", load_model(str(exported_tiny_cnn("pt2"))))
+    with pytest.raises(UserInputError, match="does not run on cuda"):
+        get_runner("openvino", load_model(str(exported_tiny_cnn("onnx"))), device="cuda")
+
+
+def test_missing_backend_package_lists_installed(monkeypatch, tiny_cnn_model) -> None:
+    monkeypatch.setitem(RUNNERS, "fancy", ("toolchain.runners.torch_eager", "TorchRunner", "no_such_pkg_xyz",
+                                           ("torch",)))
+    with pytest.raises(MissingDependencyError, match="needs the Python package 'no_such_pkg_xyz'.*Installed backends: "
+                                                     "torch"):
+        get_runner("fancy", tiny_cnn_model)
+
+
+def test_missing_provider_lists_available() -> None:
+    with pytest.raises(MissingDependencyError, match="no CUDAExecutionProvider.*available providers: "
+                                                     "CPUExecutionProvider"):
+        providers_for("cuda", ["CPUExecutionProvider"])
+    assert providers_for("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
+
+
+def test_cuda_request_without_gpu(exported_tiny_cnn) -> None:
+    import onnxruntime as ort
+    import torch
+
+    if torch.cuda.is_available() or "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA device is available here")
+    with pytest.raises(MissingDependencyError, match="available providers"):
+        get_runner("onnxruntime", load_model(str(exported_tiny_cnn("onnx"))), device="cuda").load()
+    with pytest.raises(MissingDependencyError, match="no CUDA GPU"):
+        get_runner("pt2", load_model(str(exported_tiny_cnn("pt2"))), device="cuda").load()
+
+
+def test_static_batch_onnx_rejects_other_batch(tmp_path: Path, tiny_cnn_model, real_images) -> None:
+    from toolchain.export import ExportConfig, export_model
+
+    result = export_model(tiny_cnn_model, ExportConfig(format="onnx", out=tmp_path / "s", dynamic_batch=False,
+                                                       verify_samples=4))
+    with get_runner("onnxruntime", load_model(str(result.path))) as runner:
+        assert runner.infer(real_images[:1]).shape == (1, 10)
+        with pytest.raises(UserInputError, match="static batch of 1, got a batch of 2"):
+            runner.infer(real_images[:2])
+
+
+def test_runner_options_validated(tiny_cnn_model, exported_tiny_cnn) -> None:
+    with pytest.raises(UserInputError, match="graph_optimization"):
+        get_runner("onnxruntime", load_model(str(exported_tiny_cnn("onnx"))), graph_optimization="max").load()
+    with pytest.raises(UserInputError, match="threads must be >= 1"):
+        get_runner("torch", tiny_cnn_model, threads=0)
+
+
+@pytest.mark.slow
+def test_torch_compile_inductor_matches_eager(tiny_cnn_model, real_images, eager_logits) -> None:
+    with get_runner("torch-compile", tiny_cnn_model, threads=2) as runner:
+        np.testing.assert_allclose(runner.infer(real_images[:7]), eager_logits[:7], atol=1e-4, rtol=0)
