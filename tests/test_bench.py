@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain.artifact import Manifest, write_artifact
 from toolchain.bench import BenchConfig, WarmupPolicy, benchmark, compare_results, load_result, rank_entries, timing
 from toolchain.bench.inputs import bench_inputs, tile_batch
 from toolchain.bench.modelinfo import model_stats
@@ -23,25 +22,10 @@ ENTRY_KEYS = {"latency_ms", "throughput_ips", "cv", "iterations", "warmup_iterat
               "load_s", "first_infer_ms", "params", "macs", "device", "threads", "precision", "includes_h2d"}
 
 
-def make_onnx_artifact(dest: Path, arch: str = "tiny-cnn") -> Path:
-    """A tiny ONNX artifact (dynamic batch) made with torch.onnx.export, independent of toolchain.export."""
-    import torch
-
-    loaded = load_model(arch)
-    example = torch.zeros(loaded.spec.input_shape(2))
-
-    def write(path: Path) -> None:
-        torch.onnx.export(loaded.module, (example,), str(path), dynamo=False, input_names=["x"],
-                          output_names=["logits"], dynamic_axes={"x": {0: "batch"}}, opset_version=17)
-
-    manifest = Manifest(format="onnx", model_file="model.onnx", spec=loaded.spec.to_dict(),
-                        source={"model": arch})
-    return write_artifact(dest, manifest, write).path
-
-
 @pytest.fixture(scope="module")
-def onnx_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_onnx_artifact(tmp_path_factory.mktemp("bench") / "tiny-cnn-onnx")
+def onnx_artifact(exported_tiny_cnn) -> Path:
+    """The trained tiny-cnn exported to ONNX by toolchain.export (session-cached in conftest)."""
+    return exported_tiny_cnn("onnx")
 
 
 # ------------------------------------------------------------------ config
@@ -351,3 +335,15 @@ def test_preprocessing_pipelines_agree(tmp_path: Path) -> None:
     assert rows[0]["images"] >= 2 and rows[0]["images_per_s"] > 0
     with pytest.raises(UserInputError, match="Unknown preprocessing pipeline"):
         preprocess_throughput(paths[:1], pipelines=["opencv"])
+
+
+def test_concurrency_keeps_the_shared_eager_module_on_its_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Extra per-thread runners of an eager model share its nn.Module: only the measuring runner closes it
+    (on CUDA, TorchRunner.close moves the module back to the CPU)."""
+    from toolchain.runners.torch_eager import TorchRunner
+
+    closed: list[int] = []
+    monkeypatch.setattr(TorchRunner, "close_impl", lambda self: closed.append(id(self)))
+    result = benchmark(["tiny-cnn"], BenchConfig(backends=["torch"], batch_sizes=[1, 2], concurrency=[3, 1], **QUICK))
+    assert [(e.batch_size, e.concurrency) for e in result.entries] == [(1, 3), (1, 1), (2, 3), (2, 1)]
+    assert len(closed) == 1

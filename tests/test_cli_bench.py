@@ -28,10 +28,8 @@ def assert_one_line_error(result, code: int = 1, match: str = "") -> str:
 
 
 @pytest.fixture(scope="module")
-def onnx_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from test_bench import make_onnx_artifact
-
-    return make_onnx_artifact(tmp_path_factory.mktemp("cli-bench") / "tiny-cnn-onnx")
+def onnx_artifact(exported_tiny_cnn) -> Path:
+    return exported_tiny_cnn("onnx")
 
 
 def test_bench_writes_json_markdown_and_plot(tmp_path: Path, onnx_artifact: Path) -> None:

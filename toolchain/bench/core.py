@@ -150,7 +150,10 @@ def _concurrent(runner: Any, model: LoadedModel, name: str, x: np.ndarray, threa
                                  config.min_iterations)
     finally:
         for instance in extra:
-            instance.close()
+            # eager-module runners share one nn.Module: closing one (CUDA: module.to("cpu")) would pull the
+            # weights from under the runner that measures the next entry, so only artifact runners are closed
+            if instance.model.module is None:
+                instance.close()
     note = "one shared runner" if shared else f"{threads} runner instances (backend not marked thread-safe)"
     return {"times": run.latencies, "wall_s": run.wall_s, "warmup": sum(w.iterations for w in run.warmup),
             "warmup_s": max(w.seconds for w in run.warmup), "stable": all(w.stable for w in run.warmup),

@@ -53,7 +53,8 @@ def onnx_files(model_path: Path) -> tuple[int | None, list[Path]]:
         count = 1
         for dim in init.dims:
             count *= dim
-        params += count
+        if init.data_type != onnx.TensorProto.INT64:  # int64 initializers are shapes/indices, not weights
+            params += count
         if uses_external_data(init):
             files.add(model_path.parent / ExternalDataInfo(init).location)
     return params, sorted(files)
@@ -78,7 +79,7 @@ def model_stats(model: LoadedModel) -> dict[str, Any]:
         params, external = onnx_files(artifact.model_path)
         files += external
         if params is not None:
-            notes.append("params: ONNX initializer elements")
+            notes.append("params: ONNX initializer elements (int64 shape constants excluded)")
     size = sum(f.stat().st_size for f in files if f.is_file())
     macs = None
     try:  # MACs (and params for pt2/TorchScript) from the fp32 architecture this artifact was built from
