@@ -202,6 +202,13 @@ def test_failed_export_keeps_existing_good_artifact(tmp_path: Path, user_models:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]
 
 
+def test_out_dir_that_is_not_an_artifact_is_never_replaced(tmp_path: Path, tiny_cnn_model) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserInputError, match="exists and is not an artifact directory"):
+        export_model(tiny_cnn_model, ExportConfig(format="onnx", out=tmp_path))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_operator_name_from_legacy_message() -> None:
     exc = RuntimeError("Exporting the operator 'aten::linalg_eig' to ONNX opset version 18 is not supported.")
     assert operator_name(exc) == "aten::linalg_eig"

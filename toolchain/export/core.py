@@ -24,6 +24,7 @@ from toolchain.artifact import (
     Artifact,
     Manifest,
     atomic_dir,
+    is_artifact_dir,
     library_versions,
     load_artifact,
 )
@@ -159,6 +160,11 @@ def export_model(loaded: LoadedModel, config: ExportConfig) -> ExportResult:
             "export needs a PyTorch model: a registry name, a training checkpoint or file.py:Class."
         )
     dest = Path(config.out) if config.out is not None else default_out_dir(loaded, config.format)
+    if dest.exists() and not is_artifact_dir(dest) and (not dest.is_dir() or any(dest.iterdir())):
+        raise UserInputError(
+            f"--out '{dest}' exists and is not an artifact directory; export only replaces artifacts. "
+            "Choose a new or empty --out."
+        )
     # Resolve the verification images first: bad --data fails before anything is exported or written.
     inputs = verification_inputs(loaded, config) if config.verify else None
     module = loaded.module.eval()
