@@ -1,5 +1,46 @@
-"""vtool pipeline commands."""
+"""vtool pipeline: the whole chain on one model, one report."""
 
 from __future__ import annotations
 
-from toolchain.cli import app  # noqa: F401
+from pathlib import Path
+
+import typer
+
+from toolchain.cli import app
+from toolchain.cli.common import console, guarded, parse_int_list, parse_list
+
+
+@app.command("pipeline")
+@guarded
+def pipeline_cmd(
+    model: str = typer.Option("simple-cnn", "--model", "-m", help="Registry name, checkpoint, run dir, "
+                              "file.py:Class or HF dir. Registry models without pretrained weights are trained."),
+    data: str = typer.Option("auto", "--data", "-d", help="digits, synthetic, an ImageFolder dir, or none. "
+                             "auto: digits, or the bundled photos for pretrained ImageNet models."),
+    formats: str = typer.Option("onnx,pt2,torchscript", help="Export formats, comma-separated."),
+    quantize: str = typer.Option("ptq,qat", help="INT8 modes (ptq, qat), comma-separated; '' for none."),
+    stages: str = typer.Option(",".join(("train", "eval", "export", "quantize", "bench", "parity", "report")),
+                               help="Stages to run (train, eval, export, quantize, bench, parity, report)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run directory [default: exported/<model>-<data>]."),
+    epochs: int = typer.Option(15, help="Training epochs (registry models trained from scratch)."),
+    qat_epochs: int = typer.Option(3, help="Quantization-aware fine-tuning epochs."),
+    batch_size: str = typer.Option("1,32", "--batch-size", "-b", help="Batch sizes to benchmark."),
+    bench_seconds: float = typer.Option(1.0, help="Seconds measured per (artifact, runner, batch)."),
+    threads: int = typer.Option(None, help="Threads for every runner [default: the backend's]."),
+    force: bool = typer.Option(False, help="Re-run every stage even when its inputs did not change."),
+    json_path: Path = typer.Option(None, "--json", help="Write the report as JSON here too."),
+) -> None:
+    """Train or load -> export -> quantize -> bench -> parity -> report (HTML + Markdown).
+
+    Re-running skips stages whose inputs did not change; a failed stage stops the run and keeps
+    what already succeeded. Exits 3 when an artifact misses the parity thresholds.
+    """
+    from toolchain.pipeline import PipelineConfig, run_pipeline
+    from toolchain.pipeline.cli_render import render_result
+
+    config = PipelineConfig(model=model, data=data, formats=parse_list(formats), quantize=parse_list(quantize),
+                            stages=parse_list(stages), out=out, epochs=epochs, qat_epochs=qat_epochs,
+                            batch_sizes=parse_int_list(batch_size, "--batch-size"), bench_seconds=bench_seconds,
+                            threads=threads, force=force)
+    result = run_pipeline(config, notify=lambda msg: console(stderr=True).print(f"[bold cyan]>[/] {msg}"))
+    render_result(result, console(), json_path)

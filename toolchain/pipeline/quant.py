@@ -1,0 +1,23 @@
+"""The pipeline's quantization step: `vtool quantize` with the run's data and budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from toolchain.pipeline.config import PipelineConfig
+from toolchain.sources import LoadedModel
+
+
+def run_quantization(reference: LoadedModel, onnx_dir: Path, mode: str, dest: Path,
+                     config: PipelineConfig) -> dict[str, Any]:
+    """PTQ quantizes the exported fp32 ONNX; QAT fine-tunes the eager model (it needs the checkpoint)."""
+    from toolchain.quantize import QuantConfig, quantize
+    from toolchain.sources import load_model
+
+    source = load_model(str(onnx_dir)) if mode == "ptq" else reference
+    quant_cfg = QuantConfig(mode=mode, samples=config.samples, epochs=config.qat_epochs, max_drop=config.max_drop,
+                            threads=config.threads, seed=config.seed)
+    result = quantize(source, quant_cfg, data=config.data, out=dest)
+    return {"path": str(dest), **{k: v for k, v in result.to_dict().items() if k in ("parity", "size", "speed",
+                                                                                       "float_nodes")}}
