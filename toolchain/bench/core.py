@@ -188,6 +188,16 @@ def _entry(run: dict[str, Any], model: LoadedModel, name: str, batch: int, threa
     )
 
 
+def backend_info(runner: Any) -> dict[str, Any]:
+    """What the runner says about itself (e.g. ONNX Runtime providers), minus what the entry already holds."""
+    try:
+        info = dict(runner.describe())
+    except Exception as exc:  # noqa: BLE001 - describing must never fail a measurement
+        log.debug("describe() failed: %s", exc)
+        return {}
+    return {k: v for k, v in info.items() if k not in ("runner", "device", "threads", "model")}
+
+
 def bench_runner(model: LoadedModel, name: str, stats: dict[str, Any], pool: np.ndarray, inputs: dict[str, Any],
                  config: BenchConfig, progress: Progress | None = None) -> tuple[list[BenchEntry], list[dict]]:
     """All batch sizes and concurrency levels of one (model, runner) pair."""
@@ -216,8 +226,9 @@ def bench_runner(model: LoadedModel, name: str, stats: dict[str, Any], pool: np.
                     if threads == config.concurrency[0]:
                         break
                     continue
-                entries.append(_entry(run, model, name, batch, threads, config, stats, inputs, load_s, first_s,
-                                      rss_reset))
+                entry = _entry(run, model, name, batch, threads, config, stats, inputs, load_s, first_s, rss_reset)
+                entry.backend_info = backend_info(runner)
+                entries.append(entry)
     finally:
         runner.close()
     return entries, skipped

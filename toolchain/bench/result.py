@@ -44,6 +44,7 @@ class BenchEntry:
     cuda_peak_mb: float | None = None
     high_cv: bool = False
     source: str = ""
+    backend_info: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
