@@ -1,0 +1,229 @@
+"""quantize(model, data, config) -> QuantResult: the INT8 / fp16 stage, one artifact per call.
+
+Flow: refuse already-quantized or untrainable-for-QAT sources -> resolve calibration and held-out
+data -> fp32 ONNX (exported through toolchain.export when given a PyTorch model) -> quantize
+(ORT static QDQ, torchao PT2E PTQ/QAT, ORT dynamic, fp16) -> judge against the budget on held-out
+data, with the fallback for static PTQ -> speed ratio -> atomic artifact with a full manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.artifact import Artifact, bare_model_artifact, is_artifact_dir
+from toolchain.errors import ThresholdError, UserInputError
+from toolchain.quantize import budget as bud
+from toolchain.quantize import ort_ptq
+from toolchain.quantize.calib import QuantData
+from toolchain.quantize.config import HardwareProfile, QuantConfig
+from toolchain.sources import LoadedModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = Path("exported")
+
+
+@dataclass
+class QuantResult:
+    """The written artifact (None when the budget was missed), what was measured and what was tried."""
+
+    artifact: Artifact | None
+    summary: dict[str, Any]
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.summary.get("passed"))
+
+    @property
+    def path(self) -> Path | None:
+        return self.artifact.path if self.artifact else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path) if self.path else None, **self.summary, "attempts": self.attempts}
+
+
+class QuantBudgetError(ThresholdError):
+    """The accuracy budget was missed after every fallback step (exit code 3); carries the result."""
+
+    def __init__(self, message: str, result: QuantResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+# ------------------------------------------------------------------ checks
+
+
+def source_precision(model: LoadedModel) -> str | None:
+    """'int8'/'fp16' when the source is already quantized (manifest or graph), else None."""
+    if model.artifact is None:
+        return None
+    if model.artifact.manifest.precision in ("int8", "fp16"):
+        return model.artifact.manifest.precision
+    if model.artifact.format == "onnx":
+        ops = ort_ptq.quantized_ops(model.artifact.model_path)
+        if ops:
+            return f"int8 ({', '.join(ops[:3])})"
+        if ort_ptq.float16_tensors(model.artifact.model_path):
+            return "fp16"
+    return None
+
+
+def check_source(model: LoadedModel, config: QuantConfig) -> None:
+    precision = source_precision(model)
+    if precision:
+        raise UserInputError(
+            f"'{model.name}' is already quantized ({precision}); quantize the fp32 model it came from "
+            "(its checkpoint or fp32 ONNX artifact)."
+        )
+    trainable_needed = config.mode == "qat" or config.backend == "torchao"
+    if trainable_needed and not model.is_torch:
+        what = "QAT fine-tunes weights" if config.mode == "qat" else "--backend torchao quantizes a PyTorch graph"
+        raise UserInputError(
+            f"--mode {config.mode} cannot use '{model.name}' ({model.artifact.format if model.artifact else '?'} "
+            f"file without its checkpoint): {what}; pass the training checkpoint (runs/NAME) or a registry name."
+        )
+    if model.artifact is not None and model.artifact.format != "onnx":
+        raise UserInputError(
+            f"'{model.name}' is a {model.artifact.format} artifact; ONNX Runtime quantization needs an fp32 ONNX "
+            "model or a PyTorch checkpoint. Export it with `vtool export --format onnx` first."
+        )
+
+
+def default_out(model: LoadedModel, config: QuantConfig) -> Path:
+    stem = model.name if model.artifact is not None else (
+        model.checkpoint.parent.name if model.checkpoint is not None else model.spec.architecture)
+    suffix = {"ptq": "int8", "qat": "qat-int8", "dynamic": "dynamic-int8", "fp16": "fp16"}[config.mode]
+    return DEFAULT_ROOT / f"{stem}-{suffix}"
+
+
+# ------------------------------------------------------------------ fp32 ONNX
+
+
+def fp32_onnx(model: LoadedModel, workdir: Path, data: str | None) -> tuple[Path, dict[str, Any]]:
+    """The fp32 ONNX to quantize: the artifact's file, or an export of the PyTorch model (toolchain.export)."""
+    if model.artifact is not None:
+        return model.artifact.model_path, {"fp32_onnx": str(model.artifact.model_path)}
+    from toolchain.export import ExportConfig, export_model
+
+    out = workdir / "fp32-onnx"
+    log.info("exporting %s to fp32 ONNX first", model.name)
+    result = export_model(model, ExportConfig(format="onnx", out=out, data=data, verify_samples=16))
+    return result.artifact.model_path, {"fp32_onnx": "exported by toolchain.export (dynamo, dynamic batch)",
+                                       "export": result.artifact.manifest.export}
+
+
+def reference_logits(model: LoadedModel, x: np.ndarray, threads: int | None) -> np.ndarray:
+    from toolchain.runners import get_runner
+
+    with get_runner("auto", model, threads=threads) as runner:
+        return np.concatenate([runner.infer(x[i:i + 64]) for i in range(0, len(x), 64)])
+
+
+# ------------------------------------------------------------------ static PTQ with fallback
+
+
+def _settings(config: QuantConfig, resolved: dict[str, Any], calibration: str, vit: bool) -> ort_ptq.StaticSettings:
+    return ort_ptq.StaticSettings(
+        calibration=calibration, per_channel=config.per_channel, reduce_range=resolved["reduce_range"],
+        activation_type=resolved["activation_type"], weight_type=resolved["weight_type"],
+        percentile=config.percentile, op_types=list(ort_ptq.VIT_OP_TYPES) if vit else None,
+    )
+
+
+def static_ptq(pre: Path, data: QuantData, config: QuantConfig, resolved: dict[str, Any], budget: bud.Budget,
+               ref: np.ndarray, workdir: Path, vit: bool) -> tuple[Path, list[bud.Attempt], dict[str, Any]]:
+    """Static QDQ; on a missed budget try other calibrations, then keep the most sensitive layers float."""
+    quantizer = ort_ptq.StaticQuantizer(pre, workdir, data)
+    base_exclude = list(config.nodes_to_exclude)
+    if vit:
+        base_exclude += ort_ptq.activation_matmuls(pre)
+    attempts: list[bud.Attempt] = []
+    extra: dict[str, Any] = {"sensitivity": None}
+
+    def attempt(step: str, calibration: str, float_nodes: list[str]) -> bud.Attempt:
+        out = workdir / f"int8-{len(attempts)}.onnx"
+        quantizer.quantize(_settings(config, resolved, calibration, vit), out, base_exclude + float_nodes)
+        cand = bud.onnx_logits(out, data.eval_x, config.threads)
+        metrics, passed, reason = bud.judge(ref, cand, data.eval_labels, budget, data.spec.labels)
+        result = bud.Attempt(step, calibration, list(float_nodes), bud.summarize(metrics), passed, reason)
+        result.path = out  # type: ignore[attr-defined]
+        attempts.append(result)
+        log.info("%s (%s, %d layers float): agreement %.4f%s -> %s", step, calibration, len(float_nodes),
+                 metrics["agreement"],
+                 "" if metrics["top1_delta"] is None else f", top-1 delta {metrics['top1_delta']:+.4f}",
+                 "ok" if passed else reason)
+        return result
+
+    best = attempt("initial", config.calibration, [])
+    if not best.passed and config.fallback:
+        for method in ("percentile", "entropy", "minmax"):
+            if method == config.calibration or best.passed:
+                continue
+            tried = attempt(f"calibration:{method}", method, [])
+            if _score(tried) > _score(best):
+                best = tried
+        if not best.passed and config.max_float_nodes > 0:
+            candidates = [n for n in ort_ptq.quantizable_nodes(pre, None if not vit else ort_ptq.VIT_OP_TYPES)
+                          if n not in base_exclude]
+            probe = next(iter(data.calibration()))[:16].astype(np.float32)
+            ranking = bud.rank_sensitivity(pre, best.path, probe, candidates, workdir, config.threads)  # type: ignore[attr-defined]
+            extra["sensitivity"] = [{"node": n, "sqnr_loss_db": round(v, 3)} for n, v in ranking[:20]]
+            calibration = best.calibration
+            for k in bud.exclusion_steps(config.max_float_nodes, len(ranking)):
+                tried = attempt(f"float-top-{k}", calibration, [n for n, _ in ranking[:k]])
+                if _score(tried) > _score(best) or tried.passed:
+                    best = tried
+                if tried.passed:
+                    break
+    extra["float_nodes_base"] = base_exclude
+    extra["float_nodes_user"] = list(config.nodes_to_exclude)
+    extra["calibration_hash"] = dict(quantizer.calibration_info)
+    return best.path, attempts, extra  # type: ignore[attr-defined]
+
+
+def _score(attempt: bud.Attempt) -> tuple[bool, float]:
+    metrics = attempt.metrics
+    primary = metrics["top1_cand"] if metrics.get("top1_cand") is not None else metrics["agreement"]
+    return attempt.passed, primary + 1e-3 * metrics["agreement"]
+
+
+# ------------------------------------------------------------------ the stage
+
+
+def _as_loaded(path: Path, spec: Any, name: str) -> LoadedModel:
+    return LoadedModel(spec, f"quantize:{name}", artifact=bare_model_artifact(path, spec))
+
+
+def _check_dest(dest: Path) -> None:
+    if dest.exists() and not is_artifact_dir(dest) and (not dest.is_dir() or any(dest.iterdir())):
+        raise UserInputError(
+            f"--out '{dest}' exists and is not an artifact directory; quantize only replaces artifacts. "
+            "Choose a new or empty --out."
+        )
+
+
+def _data_name(data: Any, qdata: QuantData) -> str | None:
+    if isinstance(data, str):
+        return data
+    return None if qdata.bundle is None or data is not None else qdata.bundle.config.source
+
+
+def _explain_speed(ratio: float | None, hardware: HardwareProfile, float_nodes: int, mode: str) -> list[str]:
+    notes: list[str] = []
+    if mode == "fp16":
+        notes.append("fp16 targets GPUs; ONNX Runtime's CPU provider runs most fp16 ops through casts (slower).")
+    if ratio is not None and ratio < 1.2 and mode != "fp16":
+        if hardware.target in ("avx2", "avx512", "generic"):
+            notes.append(f"{hardware.target} has no VNNI: u8*s8 products go through vpmaddubsw + int16 sums, so "
+                         "INT8 GEMMs gain little over fp32 FMA (and S8S8 would be slower still).")
+        if float_nodes:
+            notes.append(f"{float_nodes} layer(s) kept in float add Quantize/Dequantize round trips around them.")
+        notes.append("small models are dominated by per-op overhead and unfused QDQ pairs (Q/DQ around "
+                     "non-fusable ops), which INT8 does not shrink.")
+    return notes

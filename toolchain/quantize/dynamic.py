@@ -1,0 +1,49 @@
+"""ORT dynamic INT8 (weights only, activations quantized at run time) and fp16 conversion.
+
+Dynamic quantization suits Linear-heavy models (ViT): by default only MatMul/Gemm are quantized;
+on this kind of CPU dynamic Conv (ConvInteger) is slower than fp32. fp16 is for GPU deployment:
+ONNX Runtime's CPU provider has few fp16 kernels, so on a CPU it is usually slower than fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from toolchain.errors import MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+DYNAMIC_OP_TYPES = ["MatMul", "Gemm"]
+
+
+def quantize_dynamic(src: Path, dst: Path, per_channel: bool, reduce_range: bool, weight_type: str,
+                     nodes_to_exclude: list[str] | None = None) -> dict[str, Any]:
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[weight_type]
+    ort_quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(DYNAMIC_OP_TYPES), per_channel=per_channel,
+                         reduce_range=reduce_range, weight_type=qtype, nodes_to_exclude=list(nodes_to_exclude or []))
+    return {"method": "onnxruntime quantize_dynamic", "op_types_to_quantize": DYNAMIC_OP_TYPES,
+            "per_channel": per_channel, "reduce_range": reduce_range, "weight_type": weight_type,
+            "activations": "uint8, quantized at run time (DynamicQuantizeLinear)"}
+
+
+def convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
+    """fp16 weights and compute with fp32 inputs/outputs (onnxruntime.transformers.float16)."""
+    import onnx
+
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError as exc:  # pragma: no cover - ships with onnxruntime
+        raise MissingDependencyError(
+            "fp16 conversion needs onnxruntime.transformers.float16 (part of the onnxruntime wheel); "
+            "reinstall onnxruntime."
+        ) from exc
+    model = onnx.load(str(src))
+    converted = convert_float_to_float16(model, keep_io_types=True)
+    onnx.save(converted, str(dst))
+    return {"method": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True,
+            "note": "fp16 targets GPUs (CUDA/TensorRT); ONNX Runtime's CPU provider has few fp16 kernels"}

@@ -1,0 +1,177 @@
+"""PyTorch-native INT8 with torchao PT2E: PTQ (prepare_pt2e) and QAT (prepare_qat_pt2e) + X86InductorQuantizer.
+
+The graph comes from torch.export (strict=True first: it keeps ResNet blocks' ReLUs apart, which
+the x86 quantizer needs). PTQ results save as `.pt2` (ExportedProgram); QAT results are also
+exported to a QDQ ONNX model through the dynamo exporter, which ONNX Runtime runs in INT8.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.errors import ExportError
+from toolchain.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 4096
+
+
+def _example(spec: ModelSpec, batch: int = 2) -> Any:
+    import torch
+
+    return torch.randn(spec.input_shape(batch))
+
+
+def _dynamic_batch() -> tuple[dict[int, Any]]:
+    import torch
+
+    return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+
+
+def export_graph(module: Any, spec: ModelSpec) -> Any:
+    """torch.export the eval-mode module with a dynamic batch; strict first, then non-strict."""
+    import torch
+
+    module = module.eval()
+    errors = []
+    for strict in (True, False):
+        try:
+            program = torch.export.export(module, (_example(spec),), dynamic_shapes=_dynamic_batch(), strict=strict)
+            return program.module()
+        except Exception as exc:  # noqa: BLE001 - report both attempts below
+            errors.append(f"strict={strict}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+    raise ExportError(f"torch.export failed for {spec.architecture} ({'; '.join(errors)}); try --backend onnxruntime.")
+
+
+def x86_quantizer(is_qat: bool, reduce_range: bool) -> Any:
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    quantizer = X86InductorQuantizer()
+    quantizer.set_global(get_default_x86_inductor_quantization_config(is_qat=is_qat, reduce_range=reduce_range))
+    return quantizer
+
+
+def describe(is_qat: bool, reduce_range: bool) -> dict[str, Any]:
+    return {"quantizer": "torchao X86InductorQuantizer", "is_qat": is_qat, "reduce_range": reduce_range,
+            "activations": "uint8 per-tensor affine", "weights": "int8 per-channel symmetric"}
+
+
+def ptq(module: Any, spec: ModelSpec, batches: Iterable[np.ndarray], reduce_range: bool) -> Any:
+    """prepare_pt2e -> run calibration batches through the observers -> convert_pt2e."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    graph = export_graph(copy.deepcopy(module), spec)
+    try:
+        prepared = prepare_pt2e(graph, x86_quantizer(False, reduce_range))
+    except Exception as exc:  # noqa: BLE001 - torchao raises plain errors on unsupported patterns
+        raise ExportError(f"torchao could not prepare {spec.architecture} for INT8: {str(exc)[:200]}") from None
+    with torch.no_grad():
+        for batch in batches:
+            prepared(torch.from_numpy(batch))
+    return convert_pt2e(prepared)
+
+
+def _freeze_batchnorm(prepared: Any) -> None:
+    """Stop BatchNorm statistics updates in an exported QAT graph (training flag is arg 5 of the BN ops)."""
+    for node in prepared.graph.nodes:
+        if node.op == "call_function" and "batch_norm" in str(node.target) and len(node.args) > 5:
+            args = list(node.args)
+            args[5] = False
+            node.args = tuple(args)
+    prepared.recompile()
+
+
+def qat(module: Any, spec: ModelSpec, bundle: Any, epochs: int, lr: float, reduce_range: bool,
+        freeze_bn_after: float = 0.5, batch_size: int = 64, seed: int = 0) -> tuple[Any, list[dict[str, Any]]]:
+    """QAT fine-tuning (torchvision's recipe): observers off for the last epoch, BN frozen after a fraction.
+
+    Returns the converted INT8 graph and per-epoch training figures.
+    """
+    import torch
+    from torchao.quantization.pt2e import disable_observer, move_exported_model_to_eval, move_exported_model_to_train
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    torch.manual_seed(seed)
+    graph = export_graph(copy.deepcopy(module), spec)
+    try:
+        prepared = prepare_qat_pt2e(graph, x86_quantizer(True, reduce_range))
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"torchao could not prepare {spec.architecture} for QAT: {str(exc)[:200]}") from None
+    optimizer = torch.optim.Adam(prepared.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+    freeze_bn_epoch = math.floor(epochs * freeze_bn_after)
+    observer_off_epoch = max(1, epochs - 1)
+    history: list[dict[str, Any]] = []
+    bn_frozen = False
+    for epoch in range(epochs):
+        if epoch >= observer_off_epoch:
+            prepared.apply(disable_observer)
+        if epoch >= freeze_bn_epoch and not bn_frozen:
+            _freeze_batchnorm(prepared)
+            bn_frozen = True
+        move_exported_model_to_train(prepared)
+        if bn_frozen:
+            _freeze_batchnorm(prepared)
+        total, correct, loss_sum = 0, 0, 0.0
+        for x, y in bundle.loader("train", batch_size=batch_size, shuffle=True, augment=True, seed=seed + epoch):
+            optimizer.zero_grad()
+            out = prepared(x)
+            loss = torch.nn.functional.cross_entropy(out, y)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss) * len(y)
+            correct += int((out.argmax(1) == y).sum())
+            total += len(y)
+        scheduler.step()
+        history.append({"epoch": epoch + 1, "loss": loss_sum / max(total, 1), "train_acc": correct / max(total, 1),
+                        "observers": epoch < observer_off_epoch, "bn_frozen": bn_frozen})
+        log.info("QAT epoch %d/%d: loss %.4f, train acc %.4f%s%s", epoch + 1, epochs, history[-1]["loss"],
+                 history[-1]["train_acc"], ", BN frozen" if bn_frozen else "",
+                 ", observers off" if epoch >= observer_off_epoch else "")
+    move_exported_model_to_eval(prepared)
+    return convert_pt2e(prepared), history
+
+
+def torch_logits(module: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            outs.append(module(torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size]))).float().numpy())
+    return np.concatenate(outs).astype(np.float32)
+
+
+def save_pt2(converted: Any, spec: ModelSpec, path: Path) -> None:
+    """Save the converted graph as an ExportedProgram `.pt2` with a dynamic batch."""
+    import torch
+
+    try:
+        program = torch.export.export(converted, (_example(spec),), dynamic_shapes=_dynamic_batch(), strict=False)
+    except Exception:  # noqa: BLE001 - fall back to the batch the graph was traced with
+        program = torch.export.export(converted, (_example(spec),), strict=False)
+    torch.export.save(program, str(path))
+
+
+def export_onnx(converted: Any, spec: ModelSpec, path: Path, opset: int = 18) -> None:
+    """Dynamo ONNX export of a converted PT2E graph: quantize/dequantize ops become QDQ nodes ORT runs."""
+    import torch
+
+    try:
+        torch.onnx.export(converted, (_example(spec),), str(path), dynamo=True, external_data=False,
+                          dynamic_shapes=_dynamic_batch(), opset_version=opset, verbose=False)
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ExportError(f"ONNX export of the INT8 {spec.architecture} failed: {first}") from None
