@@ -35,6 +35,8 @@ class ExportConfig:
     verify_batch_sizes: tuple[int, ...] = (1, 2, 7)
     verify_samples: int = 64
     verify_runner: str = "auto"
+    # Verification checks numbers, not speed: one thread is deterministic and immune to oversubscribed CPUs.
+    verify_threads: int | None = 1
 
     def __post_init__(self) -> None:
         self.format = str(self.format).lower()
@@ -63,6 +65,8 @@ class ExportConfig:
             raise UserInputError(f"atol must be >= 0, got {self.atol}.")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise UserInputError(f"min_agreement must be between 0 and 1, got {self.min_agreement}.")
+        if self.verify_threads is not None and self.verify_threads < 1:
+            raise UserInputError(f"verify_threads must be >= 1, got {self.verify_threads}.")
         if self.verify_samples < 1:
             raise UserInputError(f"verify_samples must be >= 1, got {self.verify_samples}.")
         sizes = tuple(int(b) for b in self.verify_batch_sizes)

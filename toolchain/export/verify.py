@@ -24,27 +24,31 @@ def run_batched(runner: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(outs, axis=0)
 
 
+def _batch_stats(reference: np.ndarray, candidate: np.ndarray, inputs: EvalInputs, eager: LoadedModel) -> dict:
+    stats = compare_logits(reference, candidate, inputs.labels, eager.spec.labels)
+    keys = ("n", "max_abs_diff", "mean_abs_diff", "agreement", "flips_per_class")
+    return {key: stats[key] for key in keys}
+
+
 def verify_export(eager: LoadedModel, artifact: Artifact, inputs: EvalInputs, config: ExportConfig) -> dict[str, Any]:
     """Max abs logit difference and top-1 agreement per batch size; `passed` when every size meets both."""
+    import torch
+
     start = time.perf_counter()
     exported = LoadedModel(artifact.spec, f"artifact:{artifact.path}", artifact=artifact)
     x = inputs.x
-    with get_runner("torch", eager) as ref_runner:
-        reference = run_batched(ref_runner, x, 32)
-    runner_name = config.verify_runner
+    threads = config.verify_threads
+    previous_threads = torch.get_num_threads()  # torch runners set the process-wide count: put it back after
     batches: dict[str, dict[str, Any]] = {}
-    with get_runner(runner_name, exported) as runner:
-        runner_name = runner.name
-        for size in config.verify_batch_sizes:
-            candidate = run_batched(runner, x, size)
-            stats = compare_logits(reference, candidate, inputs.labels, eager.spec.labels)
-            batches[str(size)] = {
-                "n": stats["n"],
-                "max_abs_diff": stats["max_abs_diff"],
-                "mean_abs_diff": stats["mean_abs_diff"],
-                "agreement": stats["agreement"],
-                "flips_per_class": stats["flips_per_class"],
-            }
+    try:
+        with get_runner("torch", eager, threads=threads) as ref_runner:
+            reference = run_batched(ref_runner, x, 32)
+        with get_runner(config.verify_runner, exported, threads=threads) as runner:
+            runner_name = runner.name
+            for size in config.verify_batch_sizes:
+                batches[str(size)] = _batch_stats(reference, run_batched(runner, x, size), inputs, eager)
+    finally:
+        torch.set_num_threads(previous_threads)
     worst_diff = max(b["max_abs_diff"] for b in batches.values())
     worst_agreement = min(b["agreement"] for b in batches.values())
     failures = []
@@ -65,6 +69,7 @@ def verify_export(eager: LoadedModel, artifact: Artifact, inputs: EvalInputs, co
         "summary": summary if passed else "; ".join(failures),
         "runner": runner_name,
         "reference": "torch eager",
+        "threads": threads,
         "data": inputs.description,
         "n": int(len(x)),
         "atol": config.atol,
