@@ -347,3 +347,33 @@ def test_concurrency_keeps_the_shared_eager_module_on_its_runner(monkeypatch: py
     result = benchmark(["tiny-cnn"], BenchConfig(backends=["torch"], batch_sizes=[1, 2], concurrency=[3, 1], **QUICK))
     assert [(e.batch_size, e.concurrency) for e in result.entries] == [(1, 3), (1, 1), (2, 3), (2, 1)]
     assert len(closed) == 1
+
+
+class NoDeviceRunner(FlakyRunner):
+    name = "nodevice"
+
+    def load_impl(self) -> None:
+        raise MissingDependencyError("nodevice has no provider for this device here")
+
+
+def test_default_backends_skip_what_cannot_run_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolchain import runners
+
+    real_get_runner = runners.get_runner
+    table = {"torch": runners.RUNNERS["torch"], "openvino": runners.RUNNERS["openvino"],
+             "nodevice": ("toolchain.runners.torch_eager", "TorchRunner", "torch", ("torch",))}
+    monkeypatch.setattr(runners, "RUNNERS", table)
+    from toolchain.bench import plan_backends
+
+    plan, notes = plan_backends([load_model("tiny-cnn")], None, device="cuda")
+    assert "openvino" not in plan[0][1] and any("do not run on cuda" in n for n in notes)
+
+    def fake(name, model, **kw):
+        return NoDeviceRunner(model, **kw) if name == "nodevice" else real_get_runner(name, model, **kw)
+
+    monkeypatch.setattr(runners, "get_runner", fake)
+    result = benchmark(["tiny-cnn"], BenchConfig(**QUICK))  # default backends: a missing provider is a note
+    assert [e.runner for e in result.entries] == ["torch"]
+    assert result.skipped[0]["runner"] == "nodevice" and "no provider" in result.skipped[0]["reason"]
+    with pytest.raises(MissingDependencyError, match="no provider"):  # asked for by name: an error
+        benchmark(["tiny-cnn"], BenchConfig(backends=["nodevice"], **QUICK))

@@ -92,7 +92,8 @@ def bench_footnotes(result: dict[str, Any], warnings: bool = True) -> list[str]:
     """Notes, skipped entries and (unless already logged) warnings worth printing under a table."""
     lines = list(result.get("notes", []))
     for s in result.get("skipped", []):
-        lines.append(f"skipped {s['model']} / {s['runner']} / b{s['batch_size']}: {s['reason']}")
+        where = f" / b{s['batch_size']}" if s.get("batch_size") is not None else ""
+        lines.append(f"skipped {s['model']} / {s['runner']}{where}: {s['reason']}")
     if warnings:
         lines += [f"warning: {w}" for w in result.get("warnings", [])]
     if any(e.get("includes_h2d") for e in result["entries"]):

@@ -62,8 +62,21 @@ def require_device(device: str) -> None:
         raise MissingDependencyError("--device cuda was requested but no CUDA GPU is available here; use --device cpu.")
 
 
-def plan_backends(models: list[LoadedModel], requested: list[str] | None) -> tuple[list[tuple[LoadedModel, list[str]]],
-                                                                                   list[str]]:
+def runs_on(name: str, device: str) -> bool:
+    """Whether a runner class supports `device` (runner modules import their backends lazily: cheap)."""
+    import importlib
+
+    from toolchain.runners import RUNNERS
+
+    module, cls, _, _ = RUNNERS[name]
+    try:
+        return device in getattr(importlib.import_module(module), cls).devices
+    except (ImportError, AttributeError):
+        return True  # let get_runner report the real problem
+
+
+def plan_backends(models: list[LoadedModel], requested: list[str] | None,
+                  device: str = "cpu") -> tuple[list[tuple[LoadedModel, list[str]]], list[str]]:
     """Which runners measure which model, plus notes on what was skipped and why.
 
     Without `requested`: every installed runner that can run each model's format. With it: unknown or
@@ -89,8 +102,11 @@ def plan_backends(models: list[LoadedModel], requested: list[str] | None) -> tup
                     f"Backends for these models: {', '.join(sorted({r for m in models for r in runners_for(m)}))}."
                 )
     plan = []
+    off_device = [] if requested else [r for r in installed if not runs_on(r, device)]
+    if off_device:
+        notes.append(f"skipped backends that do not run on {device}: {', '.join(off_device)}")
     for model in models:
-        able = runners_for(model)
+        able = [r for r in runners_for(model) if r not in off_device]
         chosen = [r for r in requested if r in able] if requested else able
         if requested:
             for name in requested:
@@ -244,7 +260,7 @@ def benchmark(models: Sequence[LoadedModel | str], config: BenchConfig | None = 
         raise UserInputError("No models to benchmark; pass a registry name, checkpoint or artifact directory.")
     require_device(config.device)
     loaded = [m if isinstance(m, LoadedModel) else load_model(m) for m in models]
-    plan, notes = plan_backends(loaded, config.backends)
+    plan, notes = plan_backends(loaded, config.backends, config.device)
     entries: list[BenchEntry] = []
     skipped: list[dict[str, Any]] = []
     for model, runner_names in plan:
@@ -253,7 +269,14 @@ def benchmark(models: Sequence[LoadedModel | str], config: BenchConfig | None = 
         if inputs.get("note"):
             notes.append(f"{model.name}: {inputs['note']}")
         for name in runner_names:
-            done, missed = bench_runner(model, name, stats, pool, inputs, config, progress)
+            try:
+                done, missed = bench_runner(model, name, stats, pool, inputs, config, progress)
+            except MissingDependencyError as exc:
+                if config.backends:  # asked for by name: its absence is the user's error
+                    raise
+                log.warning("%s / %s skipped: %s", model.name, name, exc)
+                skipped.append({"model": model.name, "runner": name, "batch_size": None, "reason": str(exc)})
+                continue
             entries += done
             skipped += missed
     if not entries:
