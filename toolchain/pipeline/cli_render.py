@@ -17,10 +17,14 @@ def render_result(result: PipelineResult, console: Any, json_path: Path | None =
 
     report = result.report
     if report:
-        cols = columns(report.get("batch_sizes", [1]))
-        table = Table(title=f"vtool pipeline: {report.get('run')}")
+        from rich import box
+
+        cols = [c for c in columns(report.get("batch_sizes", [1])) if c[0] != "format"]
+        if not console.is_terminal:
+            console.width = max(console.width, 150)  # logs and pipes: keep rows on one line
+        table = Table(title=f"vtool pipeline: {report.get('run')}", box=box.SIMPLE_HEAD)
         for _, title in cols:
-            table.add_column(title, justify="left" if title in ("artifact", "runner", "format") else "right")
+            table.add_column(title, justify="left" if title in ("artifact", "runner") else "right")
         for row in report.get("rows", []):
             table.add_row(*(fmt(row.get(key), key) for key, _ in cols))
         console.print(table)

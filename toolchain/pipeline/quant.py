@@ -18,6 +18,6 @@ def run_quantization(reference: LoadedModel, onnx_dir: Path, mode: str, dest: Pa
     source = load_model(str(onnx_dir)) if mode == "ptq" else reference
     quant_cfg = QuantConfig(mode=mode, samples=config.samples, epochs=config.qat_epochs, max_drop=config.max_drop,
                             threads=config.threads, seed=config.seed)
-    result = quantize(source, quant_cfg, data=config.data, out=dest)
-    return {"path": str(dest), **{k: v for k, v in result.to_dict().items() if k in ("parity", "size", "speed",
-                                                                                       "float_nodes")}}
+    result = quantize(source, config.data, quant_cfg, out=dest)
+    summary = {k: v for k, v in result.to_dict().items() if k != "attempts"}
+    return {**summary, "path": str(dest), "attempts": len(result.attempts)}

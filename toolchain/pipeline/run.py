@@ -160,9 +160,10 @@ class Pipeline:
                "qat_epochs": self.config.qat_epochs, "max_drop": self.config.max_drop}
 
         def work() -> dict[str, Any]:
+            from toolchain.artifact import load_artifact
+
             details = run_quantization(self.reference, self.artifacts["onnx"], mode, dest, self.config)
-            artifact_file = Path(details["path"])
-            return {**details, "sha256": sha256_file(artifact_file)}
+            return {**details, "sha256": sha256_file(load_artifact(dest).model_path)}
 
         out = self.stage(f"quantize-{mode}", key, work, self._artifact_valid)
         self.artifacts[f"int8-{mode}"] = Path(out["path"])
