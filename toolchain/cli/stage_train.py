@@ -23,7 +23,7 @@ def models_cmd() -> None:
 
     table = Table(title="vtool models")
     for column in ("name", "family", "params", "input", "pretrained weights", "description"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "name")
     for entry in list_models():
         module, _ = create_model(entry.name, pretrained=False)
         table.add_row(entry.name, entry.family, f"{count_parameters(module) / 1e6:.2f}M",

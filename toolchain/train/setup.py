@@ -37,7 +37,10 @@ def check_out_dir(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
 
 def recorded_run(out_dir: str | Path) -> dict[str, Any]:
     """The last.pt payload of a run (config, data_config, split, epoch...)."""
-    return read_checkpoint(Path(out_dir) / LAST_NAME)
+    file = Path(out_dir) / LAST_NAME
+    if not file.is_file():
+        raise UserInputError(f"Cannot resume: '{file}' does not exist; train without --resume.")
+    return read_checkpoint(file)
 
 
 def resume_config(out_dir: str | Path, **overrides: Any) -> TrainConfig:
