@@ -24,6 +24,7 @@ def quantize_cmd(
     backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime (QDQ ONNX) or torchao (PT2E, .pt2)."),
     calibration: str = typer.Option("minmax", "--calibration", help="minmax, entropy or percentile."),
     samples: int = typer.Option(256, "--samples", help="Calibration images (stratified over classes)."),
+    percentile: float = typer.Option(99.99, "--percentile", help="Percentile kept by --calibration percentile."),
     max_drop: float = typer.Option(None, "--max-drop", help="Max top-1 drop on labeled data [default: 0.01]."),
     min_agreement: float = typer.Option(None, "--min-agreement",
                                         help="Min top-1 agreement with fp32 on unlabeled data [default: 0.99]."),
@@ -52,7 +53,7 @@ def quantize_cmd(
     from toolchain.sources import load_model
 
     config = QuantConfig(
-        mode=mode, backend=backend, calibration=calibration, samples=samples, max_drop=max_drop,
+        mode=mode, backend=backend, calibration=calibration, samples=samples, percentile=percentile, max_drop=max_drop,
         min_agreement=min_agreement, eval_samples=eval_samples, target=target, reduce_range=reduce_range,
         per_channel=per_channel, preset=preset, nodes_to_exclude=parse_list(exclude), fallback=fallback,
         max_float_nodes=max_float_nodes, epochs=epochs, lr=lr, threads=threads, speed=speed, out=out,

@@ -95,20 +95,54 @@ def _with_all_outputs(path: Path, out: Path, names: list[str]) -> None:
     onnx.save(model, str(out))
 
 
+def _clip_bounds(graph: Any) -> dict[str, tuple[float | None, float | None]]:
+    """Output tensor -> (min, max) of float Clip/Relu nodes (the QDQ quantizer folds them into Q ranges)."""
+    from onnx import numpy_helper
+
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute:
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    bounds: dict[str, tuple[float | None, float | None]] = {}
+    for node in graph.node:
+        if node.op_type == "Relu":
+            bounds[node.output[0]] = (0.0, None)
+        elif node.op_type == "Clip":
+            low = float(consts[node.input[1]]) if len(node.input) > 1 and node.input[1] in consts else None
+            high = float(consts[node.input[2]]) if len(node.input) > 2 and node.input[2] in consts else None
+            bounds[node.output[0]] = (low, high)
+    return bounds
+
+
 def rank_sensitivity(fp32: Path, qdq: Path, probe: np.ndarray, candidates: list[str], workdir: Path,
                      threads: int | None = None) -> list[tuple[str, float]]:
     """Rank weighted nodes by the SQNR (dB) they lose in the quantized model, worst first.
 
-    For a node with float input tensor a and output b, loss = SQNR(a) - SQNR(b), where SQNR(t)
-    compares tensor t in the fp32 model with the same tensor in the QDQ model on `probe` images.
+    For a node with input tensor a and output b (b: after its Relu/Clip when one follows), loss =
+    SQNR(a) - SQNR(b), where SQNR(t) compares t in the fp32 model with t in the QDQ model on
+    `probe` (calibration) images. The QDQ quantizer removes Relu/Clip (their range lives in the Q
+    node), so those tensors are clipped here before comparing. Early layers, where the signal is
+    still clean, lose the most dB: they are the ones worth keeping in float.
     """
     import onnx
 
     graph = onnx.load(str(fp32), load_external_data=False).graph
+    bounds = _clip_bounds(graph)
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     nodes = {n.name: n for n in graph.node if n.name in set(candidates)}
-    tensors = sorted({t for n in nodes.values() for t in (n.input[0], n.output[0])})
+
+    def after_activation(tensor: str) -> str:
+        users = consumers.get(tensor, [])
+        if len(users) == 1 and users[0].op_type in ("Relu", "Clip"):
+            return users[0].output[0]
+        return tensor
+
+    pairs = {name: (node.input[0], after_activation(node.output[0])) for name, node in nodes.items()}
     inputs = {i.name for i in graph.input}
-    watch = [t for t in tensors if t not in inputs]
+    watch = sorted({t for pair in pairs.values() for t in pair if t not in inputs})
     float_aug, q_aug = workdir / "sens-fp32.onnx", workdir / "sens-int8.onnx"
     _with_all_outputs(fp32, float_aug, watch)
     _with_all_outputs(qdq, q_aug, watch)
@@ -116,19 +150,24 @@ def rank_sensitivity(fp32: Path, qdq: Path, probe: np.ndarray, candidates: list[
     for label, path in (("float", float_aug), ("int8", q_aug)):
         session = ort_session(path, threads)
         names = [o.name for o in session.get_outputs()]
-        feed = {session.get_inputs()[0].name: probe}
-        values[label] = dict(zip(names, session.run(None, feed), strict=True))
-    q_names = set(values["int8"])
+        values[label] = dict(zip(names, session.run(None, {session.get_inputs()[0].name: probe}), strict=True))
 
-    def tensor_sqnr(name: str) -> float:
-        if name in inputs or name not in q_names:
-            return 120.0  # the model input (or an untouched tensor) has no quantization noise
-        return min(120.0, sqnr_db(values["float"][name], values["int8"][name]))
+    def tensor_sqnr(name: str) -> float | None:
+        if name in inputs:
+            return 100.0  # the model input carries no quantization noise (cap instead of inf)
+        if name not in values["int8"] or name not in values["float"]:
+            return None
+        quantized = values["int8"][name]
+        if name in bounds:
+            low, high = bounds[name]
+            quantized = np.clip(quantized, low, high)
+        return min(100.0, sqnr_db(values["float"][name], quantized))
 
     ranking = []
-    for name, node in nodes.items():
-        loss = tensor_sqnr(node.input[0]) - tensor_sqnr(node.output[0])
-        ranking.append((name, float(loss)))
+    for name, (src, dst) in pairs.items():
+        before, after = tensor_sqnr(src), tensor_sqnr(dst)
+        if before is not None and after is not None:
+            ranking.append((name, float(before - after)))
     ranking.sort(key=lambda kv: -kv[1])
     return ranking
 

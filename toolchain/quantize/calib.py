@@ -37,10 +37,19 @@ class QuantData:
     eval_labels: np.ndarray | None
     description: dict[str, Any] = field(default_factory=dict)
     bundle: DataBundle | None = None
+    _batches: int | None = None
 
     @property
     def labeled(self) -> bool:
         return self.eval_labels is not None
+
+    def batch_count(self) -> int:
+        """How many calibration batches `calibration()` yields (counted once, without preprocessing twice)."""
+        if self._batches is None:
+            n = int(self.description.get("calibration", {}).get("n", 0))
+            size = int(self.description.get("calibration", {}).get("batch_size", 0))
+            self._batches = -(-n // size) if n and size else sum(1 for _ in self.calibration())
+        return self._batches
 
 
 class HashingBatches:
@@ -119,7 +128,8 @@ def resolve_quant_data(
         x = check_array(data, spec, "calibration data")[:samples]
         ev = evaluation_inputs(model, None, limit=eval_samples)
         return QuantData(spec, _array_batches(x, batch_size), ev.x, ev.labels,
-                         {"calibration": {"source": "array", "n": int(len(x))}, "evaluation": ev.description})
+                         {"calibration": {"source": "array", "n": int(len(x)), "batch_size": batch_size},
+                          "evaluation": ev.description})
     bundle = data if isinstance(data, DataBundle) else resolve_bundle(model, data)
     if bundle is not None:
         check_model_fits_data(spec, bundle)
@@ -137,6 +147,7 @@ def resolve_quant_data(
         n_cal = min(samples, len(bundle.split["train"]))
         desc = {
             "calibration": {"source": bundle.samples.source, "part": "train", "n": n_cal, "stratified": True,
+                            "batch_size": batch_size,
                             "data_sha256": bundle.samples.digest, "seed": bundle.config.seed},
             "evaluation": {"source": bundle.samples.source, "part": "val", "n": int(len(x)), "labeled": True},
         }
@@ -146,6 +157,7 @@ def resolve_quant_data(
         x = photo_crops(spec, count, seed=PHOTO_EVAL_SEED + seed)
         desc = {
             "calibration": {"source": "bundled-photos (scikit-image), augmented crops", "n": samples,
+                            "batch_size": batch_size,
                             "seed": PHOTO_CALIB_SEED + seed},
             "evaluation": {"source": "bundled-photos (scikit-image), augmented crops", "n": count,
                            "seed": PHOTO_EVAL_SEED + seed, "labeled": False},

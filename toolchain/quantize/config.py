@@ -121,7 +121,7 @@ class QuantConfig:
     eval_samples: int | None = None  # cap on held-out images used for the budget (None: the whole split)
     fallback: bool = True  # on a missed budget: better calibration, then keep sensitive layers in float
     max_float_nodes: int = 12
-    percentile: float = 99.999
+    percentile: float = 99.99
     nodes_to_exclude: list[str] = field(default_factory=list)
     epochs: int = 3  # qat
     lr: float = 1e-4  # qat: a tenth of a typical training LR
@@ -154,7 +154,7 @@ class QuantConfig:
         if self.max_float_nodes < 0:
             raise UserInputError(f"--max-float-nodes must be >= 0, got {self.max_float_nodes}.")
         if not 90.0 <= self.percentile < 100.0:
-            raise UserInputError(f"--percentile must be in [90, 100), got {self.percentile}; try 99.999.")
+            raise UserInputError(f"--percentile must be in [90, 100), got {self.percentile}; try 99.99.")
         if self.epochs < 1:
             raise UserInputError(f"--epochs must be >= 1 for QAT, got {self.epochs}.")
         if not 0.0 < self.lr < 1.0:

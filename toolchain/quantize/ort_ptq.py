@@ -93,17 +93,34 @@ def preprocess(src: Path, dst: Path) -> dict[str, Any]:
         return {"pre_process": "none", "pre_process_error": str(exc)[:200]}
 
 
-def make_reader(batches: HashingBatches, input_name: str) -> Any:
-    """A CalibrationDataReader that streams one batch at a time (bounded memory)."""
+def make_reader(batches: HashingBatches, input_name: str, count: int) -> Any:
+    """A CalibrationDataReader that streams one batch at a time.
+
+    It also implements ORT's strided protocol (len + set_range): with CalibStridedMinMax=1 ORT feeds
+    the calibrator one batch per collect_data call, so even the histogram calibrators (entropy,
+    percentile), which otherwise keep every activation of every image, hold one batch at a time.
+    """
     from onnxruntime.quantization import CalibrationDataReader
 
     class StreamingReader(CalibrationDataReader):
         def __init__(self) -> None:
             self.iterator = iter(batches)
+            self.remaining = count
+
+        def __len__(self) -> int:
+            return count
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.remaining = end_index - start_index
 
         def get_next(self) -> dict[str, np.ndarray] | None:
+            if self.remaining <= 0:
+                return None
+            self.remaining -= 1
             batch = next(self.iterator, None)
-            return None if batch is None else {input_name: batch}
+            if batch is None:
+                raise UserInputError("the calibration set is empty or shorter than expected; check --data.")
+            return {input_name: batch}
 
     return StreamingReader()
 
@@ -139,7 +156,7 @@ class StaticQuantizer:
         self.calibration_info: dict[str, Any] = {}
         self.caches: dict[str, Path] = {}
 
-    def _calibrate_args(self, settings: StaticSettings) -> dict[str, Any]:
+    def _calibrate_args(self, settings: StaticSettings, more: dict[str, Any]) -> dict[str, Any]:
         from onnxruntime.quantization import CalibrationMethod
 
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -148,6 +165,7 @@ class StaticQuantizer:
         if settings.calibration == "percentile":
             extra["CalibPercentile"] = settings.percentile
         extra.update(settings.extra)
+        extra.update(more)
         return {"calibrate_method": method, "extra_options": extra}
 
     def quantize(self, settings: StaticSettings, out: Path, nodes_to_exclude: list[str] | None = None) -> Path:
@@ -157,9 +175,11 @@ class StaticQuantizer:
         cache = self.caches.setdefault(key, self.workdir / f"calibration-{len(self.caches)}.json")
         reader = None
         batches = None
+        extra_stride: dict[str, Any] = {}
         if not cache.is_file():
             batches = HashingBatches(self.data)
-            reader = make_reader(batches, self.input_name)
+            reader = make_reader(batches, self.input_name, self.data.batch_count())
+            extra_stride = {"CalibStridedMinMax": 1}
             log.info("calibrating (%s) on up to %s images", settings.calibration,
                      self.data.description.get("calibration", {}).get("n", "?"))
         qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -174,10 +194,12 @@ class StaticQuantizer:
                 weight_type=qtype[settings.weight_type],
                 nodes_to_exclude=list(nodes_to_exclude or []),
                 calibration_cache_path=str(cache),
-                **self._calibrate_args(settings),
+                **self._calibrate_args(settings, extra_stride),
             )
-        except StopIteration:  # pragma: no cover - defensive: an exhausted reader
-            raise UserInputError("the calibration set is empty; give a source with training images.") from None
+        except ValueError as exc:  # ORT: "No data is collected." when the reader yielded nothing
+            if "No data" in str(exc):
+                raise UserInputError("the calibration set is empty; give a source with training images.") from None
+            raise
         if batches is not None:
             self.calibration_info = batches.finish()
         return out
