@@ -147,11 +147,19 @@ def _check_compatible(reference: LoadedModel, candidate: LoadedModel) -> None:
         log.warning("reference and candidate name their classes differently; using the reference's names")
     if ref.mean != cand.mean or ref.std != cand.std:
         log.warning("reference and candidate record different normalization; using the reference's")
-    exported_from = candidate.artifact.manifest.source.get("sha256") if candidate.artifact is not None else None
-    if exported_from and reference.source_hash and exported_from != reference.source_hash:
-        log.warning("%s was made from a model with sha256 %s..., not from %s (%s...); registry models without "
-                    "pretrained weights are random on every load", candidate.name, exported_from[:12],
-                    reference.name, reference.source_hash[:12])
+    ref_origin, cand_origin = origin_hash(reference), origin_hash(candidate)
+    if candidate.artifact is not None and ref_origin and cand_origin and ref_origin != cand_origin:
+        hint = ("; registry models without pretrained weights are random on every load"
+                if reference.origin.startswith("registry:") else "")
+        log.warning("%s was made from a model with sha256 %s..., not from %s's (%s...)%s", candidate.name,
+                    cand_origin[:12], reference.name, ref_origin[:12], hint)
+
+
+def origin_hash(model: LoadedModel) -> str:
+    """sha256 of the weights a model was made from: an artifact records its source's, others are their own."""
+    if model.artifact is not None:
+        return str(model.artifact.manifest.source.get("sha256") or "")
+    return model.source_hash
 
 
 def check_parity(reference: LoadedModel, candidate: LoadedModel, config: ParityConfig) -> ParityResult:
