@@ -227,14 +227,24 @@ def plot_latency_vs_batch(ax: Any, entries: list[dict[str, Any]]) -> None:
     for label, points in series.items():
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    batches = sorted({p[0] for points in series.values() for p in points})
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
+
+    if batches:
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlim(batches[0] / 1.5, batches[-1] * 1.5)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("batch size")
     ax.set_ylabel("p50 latency per batch (ms)")
     ax.set_title("Latency vs batch size")
     ax.grid(True, which="both", alpha=0.3)
     if series:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.15), ncols=2, frameon=False)
 
 
 def plot_throughput_bars(ax: Any, entries: list[dict[str, Any]]) -> None:
@@ -252,7 +262,7 @@ def bench_plot(result: dict[str, Any], path: str | Path) -> Path:
     """Write a PNG with latency vs batch size (per runner) and throughput bars."""
     plt = _pyplot()
     entries = result["entries"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(4.0, 0.28 * len(entries) + 1.5)))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(4.5, 0.28 * len(entries) + 2.0)), layout="constrained")
     plot_latency_vs_batch(left, entries)
     plot_throughput_bars(right, entries)
     fig.suptitle(env_line(result.get("env", {})), fontsize=8)
