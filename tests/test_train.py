@@ -74,7 +74,7 @@ def test_tiny_cnn_learns_digits_and_writes_a_complete_run(digits_run) -> None:
     out = digits_run.out_dir
     assert digits_run.metrics["test_accuracy"] > 0.6
     assert digits_run.epochs_run == 3 and len(digits_run.history) == 3
-    assert {p.name for p in out.iterdir()} >= {"best.pt", "last.pt", "history.json", "curves.png"}
+    assert {p.name for p in out.iterdir()} >= {"best.pt", "last.pt", "history.json", "curves.png", "result.json"}
     history = json.loads((out / "history.json").read_text())
     assert set(history[0]) >= {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "time_s"}
     best = read_checkpoint(out / "best.pt")

@@ -180,8 +180,10 @@ def train(
     plots.training_curves(history, out / "curves.png")
     metrics = _final_metrics(out, bundle, spec, best, eval_criterion, device, common)
     module.to("cpu").eval()
-    return TrainResult(out, out / CHECKPOINT_NAME, out / LAST_NAME, int(best["epoch"]), len(history), stopped_early,
-                       metrics, history, time.perf_counter() - start)
+    result = TrainResult(out, out / CHECKPOINT_NAME, out / LAST_NAME, int(best["epoch"]), len(history),
+                         stopped_early, metrics, history, time.perf_counter() - start)
+    atomic_write_text(out / "result.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    return result
 
 
 def _final_metrics(out: Path, bundle: DataBundle, spec: Any, best: dict[str, Any], criterion: Any, device: str,
@@ -191,8 +193,8 @@ def _final_metrics(out: Path, bundle: DataBundle, spec: Any, best: dict[str, Any
     metrics: dict[str, Any] = {"best_epoch": int(best["epoch"]), "val_accuracy": float(best["val_accuracy"]),
                                "val_loss": float(best["val_loss"])}
     if bundle.split.get("test"):
-        loss, acc, n = evaluate_loss(best_model.module.to(device), bundle.loader("test", batch_size=128), criterion,
-                                 device)
+        test_batches = bundle.loader("test", batch_size=128)
+        loss, acc, n = evaluate_loss(best_model.module.to(device), test_batches, criterion, device)
         metrics.update(test_accuracy=acc, test_loss=loss, test_n=n)
     best_model.module.to("cpu")
     save_checkpoint(out / CHECKPOINT_NAME, best_model.module, spec, epoch=int(best["epoch"]), metrics=metrics,
