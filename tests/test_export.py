@@ -265,3 +265,15 @@ def test_every_registry_model_exports(tmp_path: Path, name: str, fmt: str) -> No
     """Every registry model, every format: verified at batch 1, 2 and 7 on real images (bundled photo crops)."""
     result = export_model(load_model(name), ExportConfig(format=fmt, out=tmp_path / fmt, verify_samples=16))
     assert result.passed and result.verification["max_abs_diff"] <= 1e-4
+
+
+def test_export_that_its_runtime_cannot_load_is_an_export_error(tmp_path: Path, tiny_cnn_model, monkeypatch) -> None:
+    from toolchain.runners.onnxrt import OnnxRuntimeRunner
+
+    def refuse(self) -> None:
+        raise ArtifactError("onnxruntime cannot load 'model.onnx' (NOT_IMPLEMENTED: Could not find an implementation)")
+
+    monkeypatch.setattr(OnnxRuntimeRunner, "load_impl", refuse)
+    with pytest.raises(ExportError, match="does not load for verification: onnxruntime cannot load"):
+        export_model(tiny_cnn_model, ExportConfig(format="onnx", out=tmp_path / "x", verify_samples=4))
+    assert list(tmp_path.iterdir()) == []

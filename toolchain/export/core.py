@@ -29,7 +29,7 @@ from toolchain.artifact import (
     load_artifact,
 )
 from toolchain.data import photo_crops
-from toolchain.errors import ArtifactError, ThresholdError, UserInputError, VtoolError
+from toolchain.errors import ArtifactError, ExportError, ThresholdError, UserInputError, VtoolError
 from toolchain.export.config import ExportConfig
 from toolchain.export.formats import WRITERS, export_failure
 from toolchain.export.verify import verify_export
@@ -196,7 +196,10 @@ def export_model(loaded: LoadedModel, config: ExportConfig) -> ExportResult:
         manifest.versions = library_versions()
         log.info("exported in %.2f s", export_time)
         if inputs is not None:
-            verification = verify_export(loaded, Artifact(staging, manifest), inputs, config)
+            try:
+                verification = verify_export(loaded, Artifact(staging, manifest), inputs, config)
+            except ArtifactError as exc:  # the exporter wrote a file its own runtime cannot load
+                raise ExportError(f"The exported {fmt} model does not load for verification: {exc}") from None
             manifest.verification = verification
             manifest.status = "ok" if verification["passed"] else "failed"
         else:
