@@ -159,7 +159,8 @@ def test_fallback_tries_calibrations_then_sensitive_layers_in_float(exported_tin
     if not any(a["passed"] for a in result.attempts[:3]):
         assert any(s.startswith("float-top-") for s in steps), steps
         ranked = result.summary["sensitivity"]
-        assert ranked and all("sqnr_loss_db" in r for r in ranked)
+        assert ranked and all("weight_sqnr_db" in r for r in ranked)
+        assert [r["weight_sqnr_db"] for r in ranked] == sorted(r["weight_sqnr_db"] for r in ranked)
         if result.passed:
             assert result.summary["float_nodes"] and set(result.summary["float_nodes_why"]) == set(
                 result.summary["float_nodes"])

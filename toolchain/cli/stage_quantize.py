@@ -41,6 +41,7 @@ def quantize_cmd(
     max_float_nodes: int = typer.Option(12, "--max-float-nodes", help="Most layers the fallback may keep float."),
     epochs: int = typer.Option(3, "--epochs", help="QAT fine-tuning epochs."),
     lr: float = typer.Option(1e-4, "--lr", help="QAT learning rate."),
+    augment: bool = typer.Option(False, "--augment/--no-augment", help="QAT: train-time augmentation."),
     threads: int = typer.Option(None, "--threads", help="Inference threads for evaluation and the speed check."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure a quick speed ratio vs fp32."),
     num_classes: int = typer.Option(None, "--num-classes", help="Classes of a bare .onnx file."),
@@ -56,7 +57,7 @@ def quantize_cmd(
         mode=mode, backend=backend, calibration=calibration, samples=samples, percentile=percentile, max_drop=max_drop,
         min_agreement=min_agreement, eval_samples=eval_samples, target=target, reduce_range=reduce_range,
         per_channel=per_channel, preset=preset, nodes_to_exclude=parse_list(exclude), fallback=fallback,
-        max_float_nodes=max_float_nodes, epochs=epochs, lr=lr, threads=threads, speed=speed, out=out,
+        max_float_nodes=max_float_nodes, epochs=epochs, lr=lr, augment=augment, threads=threads, speed=speed, out=out,
     )
     loaded = load_model(model, num_classes=num_classes, input_size=parse_size(input_size))
     try:

@@ -126,6 +126,7 @@ class QuantConfig:
     epochs: int = 3  # qat
     lr: float = 1e-4  # qat: a tenth of a typical training LR
     freeze_bn_after: float = 0.5  # qat: fraction of epochs after which BatchNorm statistics are frozen
+    augment: bool = False  # qat: train-time augmentation (off: fine-tune on the clean images, least drift)
     speed: bool = True  # measure a quick in-process speed ratio against the fp32 model
     speed_batch: int = 1
     threads: int | None = None

@@ -172,11 +172,13 @@ def static_ptq(pre: Path, data: QuantData, config: QuantConfig, resolved: dict[s
             candidates = [n for n in ort_ptq.quantizable_nodes(pre, None if not vit else ort_ptq.VIT_OP_TYPES)
                           if n not in base_exclude]
             probe = next(iter(data.calibration()))[:16].astype(np.float32)
-            ranking = bud.rank_sensitivity(pre, best.path, probe, candidates, workdir, config.threads)  # type: ignore[attr-defined]
-            extra["sensitivity"] = [{"node": n, "sqnr_loss_db": round(v, 3)} for n, v in ranking[:20]]
+            ranking = bud.rank_sensitivity(pre, probe, candidates, workdir, config.per_channel,
+                                           resolved["reduce_range"], config.threads)
+            extra["sensitivity"] = [{"node": n, "weight_sqnr_db": round(v, 2)} for n, v in ranking[:20]]
             calibration = best.calibration
             for k in bud.exclusion_steps(config.max_float_nodes, len(ranking)):
-                tried = attempt(f"float-top-{k}", calibration, [n for n, _ in ranking[:k]])
+                chosen = ort_ptq.close_float_islands(pre, [n for n, _ in ranking[:k]])
+                tried = attempt(f"float-top-{k}", calibration, chosen)
                 if _score(tried) > _score(best) or tried.passed:
                     best = tried
                 if tried.passed:

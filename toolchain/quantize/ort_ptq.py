@@ -235,3 +235,27 @@ def node_count(path: Path) -> dict[str, int]:
             quant = bool(node.input) and producers.get(node.input[0]) == "DequantizeLinear"
             counts["quantized" if quant else "float"] += 1
     return counts
+
+
+def close_float_islands(path: Path, nodes: list[str]) -> list[str]:
+    """Add, for each node kept in float, the weighted node feeding it through a Relu/Clip.
+
+    ORT's QDQ quantizer folds a Relu/Clip into the QuantizeLinear of its producer's output. When
+    the consumer of that activation is kept in float no QuantizeLinear is emitted there, and the
+    folded activation can be lost (measured on EfficientNet-Lite0: one depthwise conv kept float
+    alone dropped agreement from 0.945 to 0.60; with the conv feeding it, 0.94). Keeping the
+    producer in float too keeps the Relu/Clip between two float nodes.
+    """
+    model = load_onnx(path)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    result = list(nodes)
+    for name in nodes:
+        node = next((n for n in model.graph.node if n.name == name), None)
+        if node is None or not node.input:
+            continue
+        act = producer.get(node.input[0])
+        if act is not None and act.op_type in ("Relu", "Clip") and act.input:
+            source = producer.get(act.input[0])
+            if source is not None and source.op_type in ("Conv", "Gemm", "MatMul") and source.name not in result:
+                result.append(source.name)
+    return result

@@ -94,7 +94,8 @@ def _freeze_batchnorm(prepared: Any) -> None:
 
 
 def qat(module: Any, spec: ModelSpec, bundle: Any, epochs: int, lr: float, reduce_range: bool,
-        freeze_bn_after: float = 0.5, batch_size: int = 64, seed: int = 0) -> tuple[Any, list[dict[str, Any]]]:
+        freeze_bn_after: float = 0.5, batch_size: int = 64, seed: int = 0,
+        augment: bool = False) -> tuple[Any, list[dict[str, Any]]]:
     """QAT fine-tuning (torchvision's recipe): observers off for the last epoch, BN frozen after a fraction.
 
     Returns the converted INT8 graph and per-epoch training figures.
@@ -125,13 +126,13 @@ def qat(module: Any, spec: ModelSpec, bundle: Any, epochs: int, lr: float, reduc
         if bn_frozen:
             _freeze_batchnorm(prepared)
         total, correct, loss_sum = 0, 0, 0.0
-        for x, y in bundle.loader("train", batch_size=batch_size, shuffle=True, augment=True, seed=seed + epoch):
+        for x, y in bundle.loader("train", batch_size=batch_size, shuffle=True, augment=augment, seed=seed + epoch):
             optimizer.zero_grad()
             out = prepared(x)
             loss = torch.nn.functional.cross_entropy(out, y)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss) * len(y)
+            loss_sum += float(loss.detach()) * len(y)
             correct += int((out.argmax(1) == y).sum())
             total += len(y)
         scheduler.step()

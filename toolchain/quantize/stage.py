@@ -153,8 +153,10 @@ def _run_mode(loaded: LoadedModel, qdata: Any, config: QuantConfig, resolved: di
         return path, "pt2"
     if config.mode == "qat":
         converted, history = pt2e.qat(loaded.module, spec, qdata.bundle, config.epochs, config.lr,
-                                      resolved["reduce_range"], config.freeze_bn_after, seed=config.seed)
+                                      resolved["reduce_range"], config.freeze_bn_after, seed=config.seed,
+                                      augment=config.augment)
         record["qat"] = {"epochs": config.epochs, "lr": config.lr, "optimizer": "Adam + cosine",
+                         "augment": config.augment,
                          "freeze_bn_after_epoch": int(config.epochs * config.freeze_bn_after),
                          "observers_off_after_epoch": max(1, config.epochs - 1), "history": history,
                          "train_data": qdata.description.get("calibration", {}).get("source")}
@@ -201,9 +203,10 @@ def _why(record: dict[str, Any], chosen: bud.Attempt | None) -> dict[str, str]:
     why = {n: "ViT preset: attention MatMul between activations stays float"
            for n in record.get("float_nodes_base", [])}
     why.update({n: "requested (--exclude)" for n in record.get("float_nodes_user", [])})
-    losses = {s["node"]: s["sqnr_loss_db"] for s in (record.get("sensitivity") or [])}
+    sqnr = {s["node"]: s["weight_sqnr_db"] for s in (record.get("sensitivity") or [])}
     for node in (chosen.float_nodes if chosen else []):
-        why[node] = f"budget fallback: sensitivity rank (loses {losses.get(node, '?')} dB SQNR when quantized)"
+        why[node] = (f"budget fallback: most sensitive layer (model output SQNR {sqnr.get(node, '?')} dB with only "
+                     "its weights in INT8)")
     return why
 
 
