@@ -15,6 +15,17 @@ SCHEMA = "vtool-bench/1"
 
 @dataclass
 class BenchEntry:
+    """One measured (model, runner, batch size, concurrency) point.
+
+    latency_ms: per request (one batch), device work and (CUDA) host<->device copies included.
+    throughput_ips: images/s over the measured wall time (concurrent: all threads together).
+    load_s: runner creation + load() (session creation, compilation setup), once per (model, runner).
+    first_infer_ms: the first call at this batch size after load (lazy compilation shows up here).
+    warmup_iterations: calls before measuring, the first call included.
+    peak_rss_mb: process high-water mark since this runner was created (peak_rss_scope says when the
+    kernel could not reset it). cuda_peak_mb: PyTorch's CUDA allocator only.
+    """
+
     model: str
     runner: str
     batch_size: int
