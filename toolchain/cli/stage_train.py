@@ -64,7 +64,7 @@ def train_cmd(
     data: str = typer.Option("digits", "--data", "-d", help="digits, synthetic, cifar10 or an ImageFolder dir."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (best.pt, last.pt, history.json, curves.png)."),
     epochs: int = typer.Option(None, help="Epochs [default: 15]."),
-    lr: float = typer.Option(None, help="Peak learning rate [default: 1e-3]."),
+    lr: float = typer.Option(None, help="Peak learning rate [default: 2e-3]."),
     optimizer: str = typer.Option(None, help="adamw or sgd (momentum 0.9) [default: adamw]."),
     schedule: str = typer.Option(None, help="cosine, step or constant [default: cosine]."),
     warmup_epochs: float = typer.Option(None, help="Linear warm-up epochs [default: 1]."),

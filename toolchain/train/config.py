@@ -22,7 +22,7 @@ class TrainConfig:
     """Hyper-parameters of one training run (recorded in every checkpoint)."""
 
     epochs: int = 15
-    lr: float = 1e-3
+    lr: float = 2e-3
     optimizer: str = "adamw"
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
