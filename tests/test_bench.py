@@ -331,8 +331,12 @@ def test_preprocessing_pipelines_agree(tmp_path: Path) -> None:
     reference = outputs["torchvision-v2"]
     for out in outputs.values():
         assert out.shape == (3, 224, 224) and np.abs(out - reference).mean() < 1e-3
+    import torch
+
+    before = torch.get_num_threads()
     rows = preprocess_throughput(paths[:2], duration_s=0.01, min_rounds=1, pipelines=["pil"])
-    assert rows[0]["images"] >= 2 and rows[0]["images_per_s"] > 0
+    assert rows[0]["images"] >= 2 and rows[0]["images_per_s"] > 0 and rows[0]["threads"] == 1
+    assert torch.get_num_threads() == before
     with pytest.raises(UserInputError, match="Unknown preprocessing pipeline"):
         preprocess_throughput(paths[:1], pipelines=["opencv"])
 

@@ -180,7 +180,9 @@ def preprocess_table(rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
     fastest = max(r["images_per_s"] for r in rows) if rows else 0
-    table = Table(title="preprocessing throughput (decode + resize + crop + normalize, one image at a time)")
+    threads = rows[0].get("threads", "?") if rows else "?"
+    table = Table(title=f"preprocessing throughput (decode + resize + crop + normalize, one image at a time, "
+                        f"torch threads {threads})")
     for column in ("pipeline", "images", "img/s", "p50 ms/img", "p90 ms/img", "vs fastest", "output"):
         table.add_column(column, justify="left" if column == "pipeline" else "right")
     for row in sorted(rows, key=lambda r: -r["images_per_s"]):

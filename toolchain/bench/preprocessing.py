@@ -83,8 +83,26 @@ BUILDERS = {"pil": _pil_pipeline, "torchvision-v2": _torchvision_pipeline, "tv-d
 
 
 def preprocess_throughput(paths: list[Path], spec: ModelSpec | None = None, pipelines: list[str] | None = None,
-                          duration_s: float = 2.0, min_rounds: int = 2) -> list[dict[str, Any]]:
-    """Images/s of each pipeline, cycling over `paths` for `duration_s` (at least `min_rounds` passes)."""
+                          duration_s: float = 2.0, min_rounds: int = 2, threads: int = 1) -> list[dict[str, Any]]:
+    """Images/s of each pipeline, cycling over `paths` for `duration_s` (at least `min_rounds` passes).
+
+    torch runs with `threads` intra-op threads meanwhile (default 1, like a DataLoader worker): on a
+    busy machine 2 threads made the torchvision pipelines ~10x slower than on 1.
+    """
+    import torch
+
+    if threads < 1:
+        raise UserInputError(f"--threads must be >= 1, got {threads}.")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _measure_pipelines(paths, spec, pipelines, duration_s, min_rounds, threads)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure_pipelines(paths: list[Path], spec: ModelSpec | None, pipelines: list[str] | None, duration_s: float,
+                       min_rounds: int, threads: int) -> list[dict[str, Any]]:
     if not paths:
         raise UserInputError("No images to preprocess; pass image files or use the bundled photos.")
     if duration_s <= 0 or min_rounds < 1:
@@ -107,6 +125,6 @@ def preprocess_throughput(paths: list[Path], spec: ModelSpec | None = None, pipe
                      "images_per_s": round(len(times) / float(np.sum(times)), 2),
                      "ms_per_image": {"mean": round(float(ms.mean()), 3), "p50": round(float(np.median(ms)), 3),
                                       "p90": round(float(np.percentile(ms, 90)), 3)},
-                     "output_shape": list(out.shape), "input_size": list(spec.input_size)})
+                     "output_shape": list(out.shape), "input_size": list(spec.input_size), "threads": threads})
         log.debug("preprocess %s: %.1f images/s", name, rows[-1]["images_per_s"])
     return rows

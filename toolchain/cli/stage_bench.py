@@ -11,6 +11,14 @@ from toolchain.cli import app
 from toolchain.cli.common import console, guarded, parse_int_list, parse_list
 
 
+def _out() -> Any:
+    """stdout console; piped or redirected output gets room for the wide tables instead of 80 columns."""
+    out = console()
+    if not out.is_terminal:
+        out.width = max(out.width, 170)
+    return out
+
+
 def _write_outputs(data: dict[str, Any], json_out: Path | None, markdown: Path | None, plot: Path | None) -> None:
     from toolchain import report
 
@@ -28,14 +36,14 @@ def _compare(old: Path, new: Path, max_regression: float, json_out: Path | None)
     from toolchain.bench import compare_results, load_result
 
     comparison = compare_results(load_result(old), load_result(new), max_regression)
-    console().print(report.compare_table(comparison.to_dict()))
+    _out().print(report.compare_table(comparison.to_dict()))
     for note in comparison.notes:
         console().print(f"note: environment changed: {note}")
     _write_outputs(comparison.to_dict(), json_out, None, None)
     comparison.check()
 
 
-def _preprocess(models: list[str], duration: float | None, json_out: Path | None) -> None:
+def _preprocess(models: list[str], duration: float | None, threads: int | None, json_out: Path | None) -> None:
     import tempfile
 
     from toolchain import report
@@ -44,8 +52,8 @@ def _preprocess(models: list[str], duration: float | None, json_out: Path | None
 
     spec = load_model(models[0]).spec if models else None
     with tempfile.TemporaryDirectory(prefix="vtool-photos-") as folder:
-        rows = preprocess_throughput(save_photos(folder), spec, duration_s=duration or 2.0)
-    console().print(report.preprocess_table(rows))
+        rows = preprocess_throughput(save_photos(folder), spec, duration_s=duration or 2.0, threads=threads or 1)
+    _out().print(report.preprocess_table(rows))
     _write_outputs({"preprocess": rows}, json_out, None, None)
 
 
@@ -78,7 +86,7 @@ def bench_cmd(
     if compare is not None:
         return _compare(compare[0], compare[1], max_regression, json_out)
     if preprocess:
-        return _preprocess(models or [], duration, json_out)
+        return _preprocess(models or [], duration, threads, json_out)
     from toolchain import report
     from toolchain.bench import BenchConfig, WarmupPolicy, benchmark, default_models
 
@@ -93,10 +101,7 @@ def bench_cmd(
     with err.status("benchmarking...") as status:
         result = benchmark(models or default_models(), config, progress=lambda m: status.update(f"measuring {m}"))
     data_out = result.to_dict()
-    out = console()
-    if not out.is_terminal:  # piped or redirected: don't squeeze the table into 80 columns
-        out.width = max(out.width, 170)
-    out.print(report.bench_table(data_out))
+    _out().print(report.bench_table(data_out))
     for line in report.bench_footnotes(data_out, warnings=False):  # warnings were logged already
         err.print(line)
     _write_outputs(data_out, json_out, markdown, plot)
