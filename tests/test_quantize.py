@@ -166,6 +166,20 @@ def test_fallback_tries_calibrations_then_sensitive_layers_in_float(exported_tin
                 result.summary["float_nodes"])
 
 
+def test_interrupted_write_leaves_no_half_written_artifact(exported_tiny_cnn, tmp_path: Path, monkeypatch) -> None:
+    import toolchain.quantize.stage as stage
+
+    def interrupted(src: object, dst: object) -> None:
+        Path(str(dst)).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage.shutil, "copyfile", interrupted)
+    source = load_model(str(exported_tiny_cnn("onnx")))
+    with pytest.raises(KeyboardInterrupt):
+        quantize(source, "digits", QuantConfig(samples=8, out=tmp_path / "q", speed=False, eval_samples=20))
+    assert not (tmp_path / "q").exists() and list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------ bad inputs
 
 
@@ -257,3 +271,46 @@ def test_cli_ptq_json(exported_tiny_cnn, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert data["passed"] and data["precision"] == "int8" and data["calibration_set"]["images"] == 32
+
+
+# ------------------------------------------------------------------ other modes (heavier: marked slow)
+
+
+@pytest.mark.slow
+def test_qat_from_checkpoint_exports_int8_onnx(trained_tiny_cnn: Path, tmp_path: Path) -> None:
+    result = quantize(str(trained_tiny_cnn), "digits",
+                      QuantConfig(mode="qat", epochs=2, out=tmp_path / "qat", speed=False))
+    manifest = result.artifact.manifest
+    assert manifest.format == "onnx" and manifest.precision == "int8"
+    history = manifest.quantization["qat"]["history"]
+    assert len(history) == 2 and history[-1]["observers"] is False and history[-1]["bn_frozen"] is True
+    ops = {n.op_type for n in onnx.load(str(result.artifact.model_path)).graph.node}
+    assert "QuantizeLinear" in ops or "DequantizeLinear" in ops
+
+
+@pytest.mark.slow
+def test_torchao_ptq_writes_pt2(trained_tiny_cnn: Path, tmp_path: Path) -> None:
+    result = quantize(str(trained_tiny_cnn), "digits",
+                      QuantConfig(backend="torchao", samples=32, out=tmp_path / "pt2", speed=False))
+    assert result.artifact.manifest.format == "pt2" and result.passed
+    assert result.summary["calibration_set"]["images"] == 32
+
+
+@pytest.mark.slow
+def test_dynamic_on_tiny_vit_quantizes_matmuls(tmp_path: Path) -> None:
+    model = load_model("tiny-vit", num_classes=10)
+    result = quantize(model, "digits", QuantConfig(mode="dynamic", out=tmp_path / "dyn", eval_samples=32,
+                                                   min_agreement=0.01, max_drop=1.0 - 1e-9, speed=False))
+    ops = {n.op_type for n in onnx.load(str(result.artifact.model_path)).graph.node}
+    assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
+    assert result.summary["settings"]["op_types_to_quantize"] == ["MatMul", "Gemm"]
+
+
+def test_fp16_conversion(exported_tiny_cnn, tmp_path: Path) -> None:
+    source = load_model(str(exported_tiny_cnn("onnx")))
+    result = quantize(source, "digits", QuantConfig(mode="fp16", out=tmp_path / "fp16", speed=False))
+    assert result.artifact.manifest.precision == "fp16"
+    model = onnx.load(str(result.artifact.model_path))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    with pytest.raises(UserInputError, match=r"already quantized \(fp16\)"):
+        quantize(load_model(str(tmp_path / "fp16")), "digits", QuantConfig(out=tmp_path / "again"))

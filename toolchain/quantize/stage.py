@@ -205,6 +205,9 @@ def _why(record: dict[str, Any], chosen: bud.Attempt | None) -> dict[str, str]:
     why.update({n: "requested (--exclude)" for n in record.get("float_nodes_user", [])})
     sqnr = {s["node"]: s["weight_sqnr_db"] for s in (record.get("sensitivity") or [])}
     for node in (chosen.float_nodes if chosen else []):
+        if node not in sqnr:
+            why[node] = "kept float with the float layer it feeds through a Relu/Clip (ORT folds those into Q)"
+            continue
         why[node] = (f"budget fallback: most sensitive layer (model output SQNR {sqnr.get(node, '?')} dB with only "
                      "its weights in INT8)")
     return why
