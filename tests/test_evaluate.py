@@ -79,3 +79,13 @@ def test_eval_of_a_run_dir_writes_beside_it(tmp_path) -> None:
     result = cli("eval", str(out))
     assert result.exit_code == 0, result.stderr
     assert (out / "eval-test" / "metrics.json").exists()
+
+
+def test_exported_artifact_evaluates_on_the_recorded_split(tiny_cnn_model, exported_tiny_cnn) -> None:
+    """An ONNX artifact made from the checkpoint is scored through its own runner on the same split."""
+    artifact = load_model(str(exported_tiny_cnn("onnx")))
+    reference = evaluate(tiny_cnn_model, eval_bundle(tiny_cnn_model))
+    result = evaluate(artifact, eval_bundle(artifact))
+    assert result.runner != "torch" and result.n == reference.n
+    assert abs(result.accuracy - reference.accuracy) <= 1 / result.n
+    assert result.class_names == reference.class_names
