@@ -381,3 +381,10 @@ def test_default_backends_skip_what_cannot_run_here(monkeypatch: pytest.MonkeyPa
     assert result.skipped[0]["runner"] == "nodevice" and "no provider" in result.skipped[0]["reason"]
     with pytest.raises(MissingDependencyError, match="no provider"):  # asked for by name: an error
         benchmark(["tiny-cnn"], BenchConfig(backends=["nodevice"], **QUICK))
+
+
+def test_warmup_window_shrinks_for_slow_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock([2.0] * 50)  # 2 s per call: 2 windows of 5 would need 20 s, more than max_s
+    monkeypatch.setattr(timing, "perf_counter", clock)
+    report = timing.warm_up(clock.step, clock.sync, WarmupPolicy(min_iterations=1, min_s=0, max_s=10, window=5))
+    assert report.stable and report.iterations == 4

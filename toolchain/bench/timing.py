@@ -51,6 +51,16 @@ def is_stable(times: list[float], window: int, tolerance: float) -> bool:
     return before > 0 and abs(last - before) / before <= tolerance
 
 
+def fitting_window(times: list[float], policy: WarmupPolicy) -> int:
+    """The policy's window, shrunk (to >= 2) when 2 windows of calls this slow would not fit in `max_s`:
+    a 2 s call can never show 2 x 5 settled calls within a 10 s warm-up."""
+    if not times or policy.window <= 2:
+        return policy.window
+    typical = statistics.median(times[-policy.window:])
+    fits = int(policy.max_s / (2 * typical)) if typical > 0 else policy.window
+    return max(2, min(policy.window, fits))
+
+
 def warm_up(step: Step, sync: Sync, policy: WarmupPolicy) -> WarmupReport:
     """Call until the minimum count and time are reached and timings settle (or `max_s` runs out)."""
     times: list[float] = []
@@ -59,7 +69,7 @@ def warm_up(step: Step, sync: Sync, policy: WarmupPolicy) -> WarmupReport:
         elapsed = perf_counter() - start
         done_minimum = len(times) >= policy.min_iterations and elapsed >= policy.min_s
         no_warmup = policy.min_iterations == 0 and policy.min_s == 0
-        if done_minimum and (no_warmup or is_stable(times, policy.window, policy.tolerance)):
+        if done_minimum and (no_warmup or is_stable(times, fitting_window(times, policy), policy.tolerance)):
             return WarmupReport(len(times), elapsed, True)
         if done_minimum and elapsed >= policy.max_s:
             log.debug("warm-up did not settle within %.1f s (%d calls)", policy.max_s, len(times))
