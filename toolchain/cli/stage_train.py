@@ -63,24 +63,24 @@ def train_cmd(
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     data: str = typer.Option("digits", "--data", "-d", help="digits, synthetic, cifar10 or an ImageFolder dir."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (best.pt, last.pt, history.json, curves.png)."),
-    epochs: int = typer.Option(None, help="Epochs [default: 15]."),
-    lr: float = typer.Option(None, help="Peak learning rate [default: 2e-3]."),
-    optimizer: str = typer.Option(None, help="adamw or sgd (momentum 0.9) [default: adamw]."),
-    schedule: str = typer.Option(None, help="cosine, step or constant [default: cosine]."),
-    warmup_epochs: float = typer.Option(None, help="Linear warm-up epochs [default: 1]."),
-    weight_decay: float = typer.Option(None, help="Weight decay [default: 0.01]."),
-    label_smoothing: float = typer.Option(None, help="Label smoothing [default: 0]."),
+    epochs: int = typer.Option(None, help="Epochs (default: 15)."),
+    lr: float = typer.Option(None, help="Peak learning rate (default: 2e-3)."),
+    optimizer: str = typer.Option(None, help="adamw or sgd (momentum 0.9) (default: adamw)."),
+    schedule: str = typer.Option(None, help="cosine, step or constant (default: cosine)."),
+    warmup_epochs: float = typer.Option(None, help="Linear warm-up epochs (default: 1)."),
+    weight_decay: float = typer.Option(None, help="Weight decay (default: 0.01)."),
+    label_smoothing: float = typer.Option(None, help="Label smoothing (default: 0)."),
     class_weighted: bool = typer.Option(None, "--class-weighted/--no-class-weighted",
                                         help="Weight the loss by inverse class frequency (imbalanced data)."),
-    batch_size: int = typer.Option(None, help="Batch size [default: 64]."),
-    seed: int = typer.Option(None, help="Seed for weights, shuffling and the data split [default: 0]."),
-    patience: int = typer.Option(None, help="Stop when val loss has not improved for N epochs [default: off]."),
-    augment: bool = typer.Option(None, "--augment/--no-augment", help="Training augmentation [default: on]."),
-    grad_clip: float = typer.Option(None, help="Clip the gradient norm to this value [default: off]."),
+    batch_size: int = typer.Option(None, help="Batch size (default: 64)."),
+    seed: int = typer.Option(None, help="Seed for weights, shuffling and the data split (default: 0)."),
+    patience: int = typer.Option(None, help="Stop when val loss has not improved for N epochs (default: off)."),
+    augment: bool = typer.Option(None, "--augment/--no-augment", help="Training augmentation (default: on)."),
+    grad_clip: float = typer.Option(None, help="Clip the gradient norm to this value (default: off)."),
     freeze_backbone: bool = typer.Option(None, "--freeze-backbone/--no-freeze-backbone",
                                          help="Train only the classifier head (feature extraction)."),
-    device: str = typer.Option(None, help="auto, cpu or cuda (mixed precision on cuda) [default: auto]."),
-    threads: int = typer.Option(None, help="torch CPU threads [default: torch's]."),
+    device: str = typer.Option(None, help="auto, cpu or cuda (mixed precision on cuda) (default: auto)."),
+    threads: int = typer.Option(None, help="torch CPU threads (default: torch's)."),
     val_fraction: float = typer.Option(0.15, help="Share of each class held out for validation."),
     test_fraction: float = typer.Option(0.15, help="Share of each class held out for the final test."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
@@ -91,7 +91,14 @@ def train_cmd(
     pretrained: bool = typer.Option(None, "--pretrained/--no-pretrained", help=PRETRAINED_HELP),
     json_path: Path = typer.Option(None, "--json", help="Write the result as JSON here."),
 ) -> None:
-    """Train a classifier; writes best.pt (load it with --model RUN_DIR), last.pt, history.json, curves.png."""
+    """Train a classifier; writes best.pt (load it with --model RUN_DIR), last.pt, history.json, curves.png.
+
+    Recipes measured on digits (2 shared CPU cores): the defaults train simple-cnn to ~0.96-0.99 test accuracy
+    in 15 epochs (about a minute); resnet-cnn reached 0.989 (15 epochs, lr 1e-3). A ViT from scratch needs more:
+    --model vit-tiny --epochs 40 --lr 1e-3 --warmup-epochs 3 --weight-decay 0.05 --label-smoothing 0.1
+    --grad-clip 1.0 --batch-size 32 (0.974). Pretrained EfficientNet-Lite0 as a frozen feature extractor:
+    --model efficientnet-lite0 --freeze-backbone --input-size 96 --epochs 5 --lr 5e-3 (0.915).
+    """
     from toolchain.cli.common import parse_size
     from toolchain.data import DataConfig
     from toolchain.train import TrainConfig, check_out_dir, prepare_training, resume_config
@@ -179,10 +186,10 @@ def _load(source: str | None, positional: str | None, weights: str | None, num_c
 def eval_cmd(
     model_arg: str = typer.Argument(None, metavar="[MODEL]", help="The model (same as --model)."),
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    data: str = typer.Option(None, "--data", "-d", help="Data to score on [default: what the model recorded]."),
+    data: str = typer.Option(None, "--data", "-d", help="Data to score on (default: what the model recorded)."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
     out: Path = typer.Option(None, "--out", "-o", help="Write metrics.json and PNG plots here "
-                                                       "[default: RUN_DIR/eval-SPLIT for a training run]."),
+                                                       "(default: RUN_DIR/eval-SPLIT for a training run)."),
     backend: str = typer.Option("auto", "--backend", help="Runner to execute the model (auto: the format's default)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per inference batch."),
