@@ -184,7 +184,7 @@ def _load(source: str | None, positional: str | None, weights: str | None, num_c
 @app.command("eval")
 @guarded
 def eval_cmd(
-    model_arg: str = typer.Argument(None, metavar="[MODEL]", help="The model (same as --model)."),
+    model_arg: str = typer.Argument(None, metavar="MODEL", help="The model (same as --model)."),
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     data: str = typer.Option(None, "--data", "-d", help="Data to score on (default: what the model recorded)."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
@@ -239,7 +239,7 @@ def _render_eval(result) -> None:  # noqa: ANN001
 @app.command("predict")
 @guarded
 def predict_cmd(
-    model_arg: str = typer.Argument(None, metavar="[MODEL]", help="The model (same as --model)."),
+    model_arg: str = typer.Argument(None, metavar="MODEL", help="The model (same as --model)."),
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     image: list[Path] = typer.Option(None, "--image", "-i", help="An image file (repeatable)."),
     folder: Path = typer.Option(None, "--dir", help="Predict every image under this folder."),
