@@ -5,7 +5,10 @@ on unlabeled data (`min_agreement`). When static quantization misses it, the fal
 better calibration (percentile, entropy: outlier-robust ranges help depthwise convs), then keeps
 the most sensitive weighted layers in float, a growing number at a time, until the budget is met.
 Sensitivity is ranked on calibration images only (never the held-out set): the output SQNR of
-the fp32 model with one layer's weights quantized at a time.
+the fp32 model with one layer's weights quantized at a time. (Measured on pretrained
+EfficientNet-Lite0: INT8 weights alone, no activation quantization, already cost 7% top-1
+agreement on augmented photo crops; the first depthwise conv alone brings the output SQNR down to
+~20 dB, because BatchNorm folding leaves channels whose large weights and bias nearly cancel.)
 """
 
 from __future__ import annotations
