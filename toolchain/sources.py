@@ -233,6 +233,22 @@ def load_user_module(source: str, num_classes: int | None, input_size: tuple[int
     return LoadedModel(spec, f"user:{source}", module=module.eval())
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the Hugging Face endpoint, so offline machines fail in seconds, not after retries."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def load_hf(source: str) -> LoadedModel:
     """A local save_pretrained directory, or hf:org/name (needs the network; never remote code)."""
     try:
@@ -240,14 +256,15 @@ def load_hf(source: str) -> LoadedModel:
     except ImportError as exc:
         raise MissingDependencyError("Hugging Face models need transformers: pip install transformers.") from exc
     ref = source[3:] if source.startswith("hf:") else source
+    hub_hint = (f"Could not fetch '{ref}' from the Hugging Face hub (offline or unknown name). Download it where "
+                "online with save_pretrained(DIR) and pass --model DIR.")
+    if source.startswith("hf:") and not hub_reachable():
+        raise MissingDependencyError(hub_hint)
     try:
         model = AutoModelForImageClassification.from_pretrained(ref, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         if source.startswith("hf:"):
-            raise MissingDependencyError(
-                f"Could not fetch '{ref}' from the Hugging Face hub (offline or unknown name). Download it where "
-                "online with save_pretrained(DIR) and pass --model DIR."
-            ) from None
+            raise MissingDependencyError(hub_hint) from None
         raise UserInputError(f"'{ref}' is not a loadable Hugging Face image classifier: {str(exc)[:200]}") from None
     config = model.config
     size = config.image_size if isinstance(getattr(config, "image_size", None), int) else 224

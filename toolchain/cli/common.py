@@ -28,6 +28,9 @@ def setup_logging(verbose: bool = False) -> None:
             logging.getLogger(noisy).setLevel(logging.ERROR)
         warnings.filterwarnings("ignore")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # torch installs its own log handlers at import (e.g. torchao's pytree deprecation notices):
+        # "-torch" lowers them to errors. Set before any command imports torch.
+        os.environ.setdefault("TORCH_LOGS", "-torch")
 
 
 def console(stderr: bool = False) -> Any:
