@@ -176,8 +176,12 @@ def static_ptq(pre: Path, data: QuantData, config: QuantConfig, resolved: dict[s
                                            resolved["reduce_range"], config.threads)
             extra["sensitivity"] = [{"node": n, "weight_sqnr_db": round(v, 2)} for n, v in ranking[:20]]
             calibration = best.calibration
+            previous: set[str] = set()
             for k in bud.exclusion_steps(config.max_float_nodes, len(ranking)):
                 chosen = ort_ptq.close_float_islands(pre, [n for n, _ in ranking[:k]])
+                if set(chosen) == previous:
+                    continue  # the Relu/Clip closure already kept these in float at the previous step
+                previous = set(chosen)
                 tried = attempt(f"float-top-{k}", calibration, chosen)
                 if _score(tried) > _score(best) or tried.passed:
                     best = tried

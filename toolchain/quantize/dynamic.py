@@ -24,11 +24,23 @@ def quantize_dynamic(src: Path, dst: Path, per_channel: bool, reduce_range: bool
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[weight_type]
+    src = _without_value_info(src, dst.with_name(f"{dst.stem}-noinfo.onnx"))
     ort_quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(DYNAMIC_OP_TYPES), per_channel=per_channel,
                          reduce_range=reduce_range, weight_type=qtype, nodes_to_exclude=list(nodes_to_exclude or []))
     return {"method": "onnxruntime quantize_dynamic", "op_types_to_quantize": DYNAMIC_OP_TYPES,
             "per_channel": per_channel, "reduce_range": reduce_range, "weight_type": weight_type,
             "activations": "uint8, quantized at run time (DynamicQuantizeLinear)"}
+
+
+def _without_value_info(src: Path, dst: Path) -> Path:
+    """Drop the exporter's intermediate shape annotations: ORT re-infers them, and stale ones (seen with the
+    dynamo exporter on small ViTs) make onnx shape inference fail inside quantize_dynamic."""
+    import onnx
+
+    model = onnx.load(str(src))
+    del model.graph.value_info[:]
+    onnx.save(model, str(dst))
+    return dst
 
 
 def convert_fp16(src: Path, dst: Path) -> dict[str, Any]:

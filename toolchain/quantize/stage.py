@@ -172,7 +172,9 @@ def _run_mode(loaded: LoadedModel, qdata: Any, config: QuantConfig, resolved: di
         return path, "onnx"
     path = work / "model.onnx"
     if config.mode == "dynamic":
-        record["settings"] = dynamic.quantize_dynamic(fp32_path, path, config.per_channel, resolved["reduce_range"],
+        pre = work / "pre.onnx"
+        record.update(ort_ptq.preprocess(fp32_path, pre))
+        record["settings"] = dynamic.quantize_dynamic(pre, path, config.per_channel, resolved["reduce_range"],
                                                       resolved["weight_type"], config.nodes_to_exclude)
     else:
         record["settings"] = dynamic.convert_fp16(fp32_path, path)
