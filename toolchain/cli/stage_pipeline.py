@@ -27,6 +27,10 @@ def pipeline_cmd(
     batch_size: str = typer.Option("1,32", "--batch-size", "-b", help="Batch sizes to benchmark."),
     bench_seconds: float = typer.Option(1.0, help="Seconds measured per (artifact, runner, batch)."),
     threads: int = typer.Option(None, help="Threads for every runner [default: the backend's]."),
+    max_drop: float = typer.Option(0.01, help="Largest top-1 drop (0.01 = 1 point) for INT8 and parity, "
+                                   "on labelled data."),
+    min_agreement: float = typer.Option(0.99, help="Smallest top-1 agreement with the original, on unlabelled "
+                                        "data (bundled photos)."),
     force: bool = typer.Option(False, help="Re-run every stage even when its inputs did not change."),
     json_path: Path = typer.Option(None, "--json", help="Write the report as JSON here too."),
 ) -> None:
@@ -41,6 +45,6 @@ def pipeline_cmd(
     config = PipelineConfig(model=model, data=data, formats=parse_list(formats), quantize=parse_list(quantize),
                             stages=parse_list(stages), out=out, epochs=epochs, qat_epochs=qat_epochs,
                             batch_sizes=parse_int_list(batch_size, "--batch-size"), bench_seconds=bench_seconds,
-                            threads=threads, force=force)
+                            threads=threads, max_drop=max_drop, min_agreement=min_agreement, force=force)
     result = run_pipeline(config, notify=lambda msg: console(stderr=True).print(f"[bold cyan]>[/] {msg}"))
     render_result(result, console(), json_path)

@@ -50,6 +50,9 @@ class PipelineConfig:
             raise UserInputError(f"--epochs must be >= 1, got {self.epochs} (qat {self.qat_epochs}).")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise UserInputError(f"--batch-size must list numbers >= 1, got {self.batch_sizes}.")
+        if not 0.0 <= self.max_drop <= 1.0 or not 0.0 <= self.min_agreement <= 1.0:
+            raise UserInputError(f"--max-drop ({self.max_drop}) and --min-agreement ({self.min_agreement}) must be "
+                                 "between 0 and 1, e.g. 0.01 and 0.99.")
         if self.bench_seconds <= 0:
             raise UserInputError(f"--bench-seconds must be > 0, got {self.bench_seconds}.")
         if self.data in ("auto", "none", ""):
