@@ -38,7 +38,7 @@ def quantize_cmd(
     exclude: str = typer.Option(None, "--exclude", help="Comma-separated ONNX node names to keep in float."),
     fallback: bool = typer.Option(True, "--fallback/--no-fallback",
                                   help="On a missed budget try better calibration, then float layers."),
-    max_float_nodes: int = typer.Option(12, "--max-float-nodes", help="Most layers the fallback may keep float."),
+    max_float_nodes: int = typer.Option(24, "--max-float-nodes", help="Most layers the fallback may keep float."),
     epochs: int = typer.Option(3, "--epochs", help="QAT fine-tuning epochs."),
     lr: float = typer.Option(1e-4, "--lr", help="QAT learning rate."),
     augment: bool = typer.Option(False, "--augment/--no-augment", help="QAT: train-time augmentation."),

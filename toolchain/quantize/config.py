@@ -120,7 +120,7 @@ class QuantConfig:
     min_agreement: float | None = None  # top-1 agreement budget on unlabeled data (default 0.99 there)
     eval_samples: int | None = None  # cap on held-out images used for the budget (None: the whole split)
     fallback: bool = True  # on a missed budget: better calibration, then keep sensitive layers in float
-    max_float_nodes: int = 12
+    max_float_nodes: int = 24
     percentile: float = 99.99
     nodes_to_exclude: list[str] = field(default_factory=list)
     epochs: int = 3  # qat
