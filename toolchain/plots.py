@@ -15,7 +15,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the headless Agg backend (plots are files, never windows)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -24,8 +25,9 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: str | Path) -> Path:
-    plt = _pyplot()
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Save a figure as PNG through a temp file and rename (never a half-written plot)."""
+    plt = pyplot()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
@@ -40,7 +42,7 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 def training_curves(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Loss and accuracy per epoch (train and validation) side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
@@ -50,13 +52,13 @@ def training_curves(history: Sequence[dict[str, Any]], path: str | Path) -> Path
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path,
                      title: str = "confusion matrix") -> Path:
     """Counts with true classes as rows and predictions as columns (annotated up to 20 classes)."""
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(matrix, dtype=np.int64)
     n = len(class_names)
     side = min(max(4.0, 0.5 * n + 2), 16.0)
@@ -75,19 +77,19 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
             for j in range(n):
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if cm[i, j] > threshold else "black")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def misclassified_grid(images: Sequence[Any], true_labels: Sequence[str], pred_labels: Sequence[str],
                        path: str | Path, columns: int = 6, title: str = "misclassified") -> Path:
     """A grid of images (PIL or HxW[xC] arrays) titled 'true -> pred'; an empty set gives a note."""
-    plt = _pyplot()
+    plt = pyplot()
     count = len(images)
     if count == 0:
         fig, ax = plt.subplots(figsize=(4, 1.5))
         ax.axis("off")
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
-        return _save(fig, path)
+        return save_figure(fig, path)
     cols = min(columns, count)
     rows = (count + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), squeeze=False)
@@ -98,4 +100,4 @@ def misclassified_grid(images: Sequence[Any], true_labels: Sequence[str], pred_l
         ax.imshow(array, cmap="gray" if array.ndim == 2 else None, interpolation="nearest")
         ax.set_title(f"true {str(true)[:12]}\npred {str(pred)[:12]}", fontsize=8, color="crimson")
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

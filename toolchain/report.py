@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.bench.result import entry_label, rank_entries
+from toolchain.plots import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -195,28 +196,6 @@ def preprocess_table(rows: list[dict[str, Any]]) -> Any:
 # ------------------------------------------------------------------ plots
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Any, path: str | Path) -> Path:
-    """Save a figure as PNG through a temp file and rename (never a half-written plot)."""
-    plt = _pyplot()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
-        plt.close(fig)
-    return target
 
 
 def plot_latency_vs_batch(ax: Any, entries: list[dict[str, Any]]) -> None:
@@ -262,7 +241,7 @@ def plot_throughput_bars(ax: Any, entries: list[dict[str, Any]]) -> None:
 
 def bench_plot(result: dict[str, Any], path: str | Path) -> Path:
     """Write a PNG with latency vs batch size (per runner) and throughput bars."""
-    plt = _pyplot()
+    plt = pyplot()
     entries = result["entries"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(4.5, 0.28 * len(entries) + 2.0)), layout="constrained")
     plot_latency_vs_batch(left, entries)

@@ -54,14 +54,14 @@ def build_rows(bench: dict[str, Any], parity: dict[str, Any], reference_name: st
 
 def latency_accuracy_plot(rows: list[dict[str, Any]], batch: int, path: Path) -> Path | None:
     """Each artifact as a point: p50 latency at `batch` against accuracy (or agreement)."""
-    from toolchain.report import _pyplot, save_figure
+    from toolchain.plots import pyplot, save_figure
 
     points = [(r[f"p50_b{batch}_ms"], r["accuracy"] if r["accuracy"] is not None else r["agreement"],
                f"{r['artifact']} / {r['runner']}") for r in rows]
     points = [p for p in points if p[0] is not None and p[1] is not None]
     if not points:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for latency, acc, label in points:
         ax.scatter(latency, acc, s=40)
