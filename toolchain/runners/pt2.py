@@ -4,25 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from toolchain.errors import ArtifactError
-from toolchain.runners.base import Runner
 from toolchain.runners.onnxrt import first_line
-from toolchain.runners.torch_eager import require_cuda
+from toolchain.runners.torch_eager import TorchModuleRunner
 
 
-class Pt2Runner(Runner):
+class Pt2Runner(TorchModuleRunner):
     name = "pt2"
     formats = ("pt2",)
-    devices = ("cpu", "cuda")
 
-    def load_impl(self) -> None:
+    def build_module(self) -> Any:
         import torch
 
-        require_cuda(self.device)
-        if self.threads:
-            torch.set_num_threads(self.threads)
         path = self.model.artifact.model_path
         try:
             program = torch.export.load(str(path))
@@ -32,25 +25,4 @@ class Pt2Runner(Runner):
                 "re-export it."
             ) from None
         # An exported graph is already in eval mode; ExportedProgram modules refuse .eval().
-        self.module = program.module().to(self.device)
-
-    def to_device(self, batch: np.ndarray) -> Any:
-        import torch
-
-        return torch.from_numpy(batch).to(self.device)
-
-    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            out = self.module(self.to_device(batch))
-        return out.float().cpu().numpy()
-
-    def synchronize(self) -> None:
-        if self.device == "cuda":
-            import torch
-
-            torch.cuda.synchronize()
-
-    def close_impl(self) -> None:
-        self.module = None
+        return program.module().to(self.device)

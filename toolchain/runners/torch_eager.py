@@ -18,9 +18,10 @@ def require_cuda(device: str) -> None:
         raise MissingDependencyError("--device cuda was requested but no CUDA GPU is available here; use --device cpu.")
 
 
-class TorchRunner(Runner):
-    name = "torch"
-    formats = ("torch",)
+class TorchModuleRunner(Runner):
+    """Shared by every runner that ends up calling a torch module (eager, compiled, pt2, TorchScript):
+    thread count, CUDA check, pinned host-to-device copies, synchronize. Subclasses build the module."""
+
     devices = ("cpu", "cuda")
 
     def load_impl(self) -> None:
@@ -29,10 +30,11 @@ class TorchRunner(Runner):
         require_cuda(self.device)
         if self.threads:
             torch.set_num_threads(self.threads)
-        self.module = self.model.module.eval().to(self.device)
         self.memory_format = torch.channels_last if self.options.get("channels_last") else torch.contiguous_format
-        if self.options.get("channels_last"):
-            self.module = self.module.to(memory_format=torch.channels_last)
+        self.module = self.build_module()
+
+    def build_module(self) -> Any:
+        raise NotImplementedError
 
     def to_device(self, batch: np.ndarray) -> Any:
         import torch
@@ -54,6 +56,22 @@ class TorchRunner(Runner):
             import torch
 
             torch.cuda.synchronize()
+
+    def close_impl(self) -> None:
+        self.module = None
+
+
+class TorchRunner(TorchModuleRunner):
+    name = "torch"
+    formats = ("torch",)
+
+    def build_module(self) -> Any:
+        import torch
+
+        module = self.model.module.eval().to(self.device)
+        if self.options.get("channels_last"):
+            module = module.to(memory_format=torch.channels_last)
+        return module
 
     def close_impl(self) -> None:
         if self.device == "cuda":
