@@ -156,10 +156,8 @@ def _check_compatible(reference: LoadedModel, candidate: LoadedModel) -> None:
 
 
 def origin_hash(model: LoadedModel) -> str:
-    """sha256 of the weights a model was made from: an artifact records its source's, others are their own."""
-    if model.artifact is not None:
-        return str(model.artifact.manifest.source.get("sha256") or "")
-    return model.source_hash
+    """sha256 of the original weights a model descends from (artifacts record it through every stage)."""
+    return model.origin_sha256
 
 
 def check_parity(reference: LoadedModel, candidate: LoadedModel, config: ParityConfig) -> ParityResult:

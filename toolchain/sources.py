@@ -56,11 +56,20 @@ class LoadedModel:
     def name(self) -> str:
         return self.artifact.name if self.artifact else self.spec.architecture
 
+    @property
+    def origin_sha256(self) -> str:
+        """sha256 of the original weights this model descends from, through export -> quantize chains."""
+        if self.artifact is not None:
+            source = self.artifact.manifest.source
+            return str(source.get("origin_sha256") or source.get("sha256") or "")
+        return self.source_hash
+
     def describe(self) -> dict[str, Any]:
         return {
             "origin": self.origin,
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "sha256": self.source_hash,
+            "origin_sha256": self.origin_sha256,
             "architecture": self.spec.architecture,
         }
 
