@@ -16,10 +16,10 @@ def run_quantization(reference: LoadedModel, onnx_dir: Path, mode: str, dest: Pa
     from toolchain.sources import load_model
 
     source = load_model(str(onnx_dir)) if mode == "ptq" else reference
-    labelled = config.data is not None  # budget: accuracy drop on labels, else agreement on the bundled photos
+    # The same gates as the parity stage: accuracy drop (labelled data only) and top-1 agreement.
+    labelled = config.data is not None
     quant_cfg = QuantConfig(mode=mode, samples=config.samples, epochs=config.qat_epochs,
-                            max_drop=config.max_drop if labelled else None,
-                            min_agreement=None if labelled else config.min_agreement,
+                            max_drop=config.max_drop if labelled else None, min_agreement=config.min_agreement,
                             threads=config.threads, seed=config.seed)
     result = quantize(source, config.data, quant_cfg, out=dest)
     summary = {k: v for k, v in result.to_dict().items() if k != "attempts"}
