@@ -150,6 +150,24 @@ def test_existing_run_is_never_overwritten_by_accident(tmp_path) -> None:
     assert sha256_file(out / "best.pt") == before
 
 
+def test_overwrite_interrupted_mid_training_keeps_the_old_run(tmp_path) -> None:
+    out = tmp_path / "run"
+    _run(out)
+    before = sha256_file(out / "best.pt")
+
+    def interrupt(progress) -> None:
+        if progress.epoch_done:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(out, callback=interrupt, epochs=3, overwrite=True)
+    assert sha256_file(out / "best.pt") == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging dir left behind"
+    replaced = _run(out, epochs=2, overwrite=True)
+    assert replaced.best_path == out / "best.pt" and replaced.epochs_run == 2
+    assert sha256_file(out / "best.pt") != before
+
+
 def test_class_weights_balance_rare_classes() -> None:
     weights = class_weights(np.array([0, 0, 0, 1]), 3)
     assert weights.tolist() == pytest.approx([4 / 6, 2.0, 1.0])

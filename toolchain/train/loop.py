@@ -12,11 +12,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from toolchain.artifact import atomic_write_text
+from toolchain.artifact import atomic_dir, atomic_write_text
 from toolchain.data import DataBundle
 from toolchain.errors import UserInputError
 from toolchain.sources import CHECKPOINT_NAME, LoadedModel, load_model, save_checkpoint
-from toolchain.train.config import LAST_NAME, RUN_FILES, Progress, TrainConfig, TrainResult
+from toolchain.train.config import LAST_NAME, Progress, TrainConfig, TrainResult
 from toolchain.train.setup import (
     check_out_dir,
     class_weights,
@@ -37,7 +37,29 @@ def train(
     out_dir: str | Path,
     progress_callback: Callable[[Progress], None] | None = None,
 ) -> TrainResult:
-    """Train `loaded_model` on `bundle` and write the run directory (see module docstring)."""
+    """Train `loaded_model` on `bundle` and write the run directory (see module docstring).
+
+    With --overwrite the new run is built in a staging dir beside the old one and swapped in only
+    when it finished, so a failed or interrupted retrain leaves the old run intact.
+    """
+    out = Path(out_dir)
+    if not (config.overwrite and not config.resume and is_run_dir(out)):
+        return _train_into(loaded_model, bundle, config, out, progress_callback)
+    staged_config = dataclasses.replace(config, overwrite=False)
+    with atomic_dir(out) as staging:
+        result = _train_into(loaded_model, bundle, staged_config, staging, progress_callback)
+    result.out_dir, result.best_path, result.last_path = out, out / CHECKPOINT_NAME, out / LAST_NAME
+    atomic_write_text(out / "result.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    return result
+
+
+def _train_into(
+    loaded_model: LoadedModel,
+    bundle: DataBundle,
+    config: TrainConfig,
+    out_dir: str | Path,
+    progress_callback: Callable[[Progress], None] | None = None,
+) -> TrainResult:
     import torch
 
     from toolchain import plots
@@ -89,9 +111,6 @@ def train(
         best = dict(payload.get("best", best))
         bad_epochs = int(payload.get("bad_epochs", 0))
         log.info("resuming %s at epoch %d/%d", out, first_epoch + 1, config.epochs)
-    elif is_run_dir(out):  # config.overwrite (checked above): clear the old run's files
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
 
     has_val = len(bundle.split.get("val", [])) > 0
     train_cache = augment.cached_split(bundle, "train")
