@@ -48,6 +48,11 @@ def _read(path: Path) -> str:
         return ""
 
 
+def read_cpuinfo() -> str:
+    """/proc/cpuinfo as text ('' where the platform has none)."""
+    return _read(CPUINFO)
+
+
 def parse_cpu_flags(cpuinfo: str) -> set[str]:
     """The feature flags of the first CPU listed in a /proc/cpuinfo text (x86 `flags` or ARM `Features`)."""
     for line in cpuinfo.splitlines():
@@ -84,7 +89,7 @@ def cpu_features(cpuinfo: str | None = None, machine: str | None = None) -> dict
     Reads /proc/cpuinfo (or the given text). Where no flag list is readable (macOS, Windows), falls back
     to the architecture (AArch64 implies NEON) and torch's CPU capability when torch is imported.
     """
-    text = _read(CPUINFO) if cpuinfo is None else cpuinfo
+    text = read_cpuinfo() if cpuinfo is None else cpuinfo
     arch = platform.machine() if machine is None else machine
     flags = parse_cpu_flags(text)
     if not flags and cpuinfo is None:
@@ -98,7 +103,7 @@ def cpu_features(cpuinfo: str | None = None, machine: str | None = None) -> dict
 
 def cpu_model(cpuinfo: str | None = None) -> str:
     """A human CPU name: /proc/cpuinfo `model name` (x86) or implementer/part (ARM), else platform's."""
-    text = _read(CPUINFO) if cpuinfo is None else cpuinfo
+    text = read_cpuinfo() if cpuinfo is None else cpuinfo
     fields: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")

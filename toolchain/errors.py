@@ -31,6 +31,12 @@ class ThresholdError(VtoolError):
     exit_code = 3
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """A third-party exception folded onto one line (for one-line user messages)."""
+    text = " ".join(str(exc).split())
+    return (text or type(exc).__name__)[:limit]
+
+
 def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:
     """A ' Did you mean X?' suffix when a close match exists, else ''."""
     import difflib

@@ -55,15 +55,6 @@ _INTERESTING = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8",
                 "i8mm", "sve")
 
 
-def _cpu_flags(cpuinfo: str) -> set[str]:
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            flags.update(value.split())
-    return flags
-
-
 def target_from_flags(flags: set[str] | frozenset[str], machine: str) -> str:
     """Map CPU flags (as /proc/cpuinfo spells them) to one of TARGETS (never 'auto')."""
     arch = machine.lower()
@@ -84,12 +75,9 @@ def hardware_profile(target: str = "auto", cpuinfo: str | None = None, machine: 
     """Detect this CPU (target 'auto', from /proc/cpuinfo) or describe a named target for cross-deployment."""
     check_choice("target", target, TARGETS)
     machine = machine or platform.machine()
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    flags = _cpu_flags(cpuinfo)
+    from toolchain.envinfo import parse_cpu_flags, read_cpuinfo
+
+    flags = parse_cpu_flags(read_cpuinfo() if cpuinfo is None else cpuinfo)
     detected = target == "auto"
     name = target_from_flags(flags, machine) if detected else target
     reduce_range, act, weight, note = _PRESETS[name]

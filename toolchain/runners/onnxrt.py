@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.errors import ArtifactError, MissingDependencyError, UserInputError
+from toolchain.errors import ArtifactError, MissingDependencyError, UserInputError, first_line
 from toolchain.runners.base import Runner
 
 log = logging.getLogger(__name__)
@@ -25,11 +25,6 @@ def providers_for(device: str, available: list[str]) -> list[str]:
             f"onnxruntime has no {wanted} here; available providers: {', '.join(available)}.{hint}"
         )
     return [wanted, "CPUExecutionProvider"] if device == "cuda" else [wanted]
-
-
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return (text or type(exc).__name__)[:limit]
 
 
 class OnnxRuntimeRunner(Runner):

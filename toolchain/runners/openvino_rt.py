@@ -6,9 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.errors import ArtifactError, MissingDependencyError, UserInputError
+from toolchain.errors import ArtifactError, MissingDependencyError, UserInputError, first_line
 from toolchain.runners.base import Runner
-from toolchain.runners.onnxrt import first_line
 
 HINTS = ("LATENCY", "THROUGHPUT")
 PRECISIONS = ("f32", "bf16", "f16")

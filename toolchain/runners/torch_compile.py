@@ -6,8 +6,7 @@ import logging
 
 import numpy as np
 
-from toolchain.errors import MissingDependencyError, UserInputError
-from toolchain.runners.onnxrt import first_line
+from toolchain.errors import MissingDependencyError, UserInputError, first_line
 from toolchain.runners.torch_eager import TorchRunner
 
 log = logging.getLogger(__name__)

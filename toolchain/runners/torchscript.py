@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolchain.errors import ArtifactError
-from toolchain.runners.onnxrt import first_line
+from toolchain.errors import ArtifactError, first_line
 from toolchain.runners.torch_eager import TorchModuleRunner
 
 
