@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from toolchain.data import DataConfig, load_data
-from toolchain.models import create_model
-from toolchain.sources import LoadedModel, load_model, save_checkpoint
+from toolchain.models import LoadedModel, create_model
+from toolchain.models.checkpoint import save_checkpoint
+from toolchain.sources import load_model
 
 torch.manual_seed(0)
 

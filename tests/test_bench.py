@@ -12,9 +12,10 @@ from toolchain.bench import BenchConfig, WarmupPolicy, benchmark, compare_result
 from toolchain.bench.inputs import bench_inputs, tile_batch
 from toolchain.bench.modelinfo import model_stats
 from toolchain.errors import ArtifactError, MissingDependencyError, ThresholdError, UserInputError
+from toolchain.models import LoadedModel
 from toolchain.runners import installed_runners
 from toolchain.runners.base import Runner
-from toolchain.sources import LoadedModel, load_model
+from toolchain.sources import load_model
 
 QUICK = {"iterations": 3, "warmup": WarmupPolicy(min_iterations=1, min_s=0, window=1)}
 LATENCY_KEYS = {"mean", "std", "min", "p50", "p90", "p95", "p99", "max"}

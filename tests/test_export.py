@@ -247,7 +247,7 @@ def test_verification_failure_writes_failed_artifact_refused_later(tmp_path: Pat
     with pytest.raises(ArtifactError, match="status 'failed'"):
         load_model(str(failed))
     raw = info.value.result.artifact
-    from toolchain.sources import LoadedModel
+    from toolchain.models import LoadedModel
 
     with pytest.raises(ArtifactError, match="status 'failed'"):
         get_runner("auto", LoadedModel(raw.spec, "artifact", artifact=raw))

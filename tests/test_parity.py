@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from toolchain.errors import ThresholdError, UserInputError
+from toolchain.models import LoadedModel
+from toolchain.models.checkpoint import read_checkpoint, save_checkpoint
 from toolchain.parity import RESULT_KEYS, ParityConfig, ParityResult, check_parity, jsonable
-from toolchain.sources import LoadedModel, load_model, read_checkpoint, save_checkpoint
+from toolchain.sources import load_model
 
 
 def damaged_checkpoint(source: Path, dest: Path, scale: float = 0.8, seed: int = 0) -> Path:

@@ -12,9 +12,10 @@ import pytest
 from toolchain.artifact import load_artifact
 from toolchain.errors import ArtifactError, MissingDependencyError, UserInputError
 from toolchain.inputs import evaluation_inputs
+from toolchain.models import LoadedModel
 from toolchain.runners import DEFAULT_RUNNER, RUNNERS, get_runner, installed_runners, runners_for
 from toolchain.runners.onnxrt import providers_for
-from toolchain.sources import LoadedModel, load_model
+from toolchain.sources import load_model
 
 # (runner, artifact format or "torch" for the eager module, options)
 CASES = [

@@ -13,7 +13,8 @@ from foundation_helpers import assert_one_line_error, cli, image_folder, one_tor
 from toolchain.artifact import sha256_file
 from toolchain.data import DataConfig
 from toolchain.errors import UserInputError
-from toolchain.sources import load_model, read_checkpoint
+from toolchain.models.checkpoint import read_checkpoint
+from toolchain.sources import load_model
 from toolchain.train import (
     Progress,
     TrainConfig,

@@ -31,9 +31,13 @@ class ThresholdError(VtoolError):
     exit_code = 3
 
 
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    """A third-party exception folded onto one line (for one-line user messages)."""
-    text = " ".join(str(exc).split())
+def first_line(exc: BaseException, limit: int = 200, *, first_only: bool = False, typed: bool = False) -> str:
+    """A third-party exception as one line for a user message: its whole text folded onto one line, or only its
+    first line (`first_only`, for long multi-line texts), optionally prefixed with the exception type."""
+    text = str(exc).strip()
+    text = text.splitlines()[0] if first_only and text else " ".join(text.split())
+    if typed:
+        return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__
     return (text or type(exc).__name__)[:limit]
 
 

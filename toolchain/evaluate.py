@@ -18,7 +18,8 @@ from toolchain.data import SPLITS, DataBundle
 from toolchain.errors import UserInputError, check_choice
 from toolchain.inputs import data_config_of, resolve_bundle
 from toolchain.metrics import topk_accuracy
-from toolchain.sources import LoadedModel, write_json
+from toolchain.models import LoadedModel
+from toolchain.sources import write_json
 
 log = logging.getLogger(__name__)
 

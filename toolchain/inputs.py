@@ -13,7 +13,7 @@ import numpy as np
 
 from toolchain.data import DataBundle, DataConfig, check_model_fits_data, load_data, photo_crops
 from toolchain.errors import UserInputError
-from toolchain.sources import LoadedModel
+from toolchain.models import LoadedModel
 from toolchain.spec import ModelSpec
 
 

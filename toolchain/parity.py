@@ -21,8 +21,8 @@ from toolchain.artifact import MANIFEST, Manifest, is_artifact_dir, save_manifes
 from toolchain.errors import ArtifactError, ThresholdError, UserInputError
 from toolchain.inputs import evaluation_inputs
 from toolchain.metrics import compare_logits
+from toolchain.models import LoadedModel
 from toolchain.runners import get_runner
-from toolchain.sources import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import UserInputError
+from toolchain.models import LoadedModel
 from toolchain.preprocess import list_image_files, open_image, preprocess
-from toolchain.sources import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,9 @@ from toolchain.bench.timing import (
     timed_call,
     warm_up,
 )
-from toolchain.errors import ArtifactError, MissingDependencyError, UserInputError, VtoolError, did_you_mean
-from toolchain.sources import LoadedModel, load_model
+from toolchain.errors import ArtifactError, MissingDependencyError, UserInputError, VtoolError, did_you_mean, first_line
+from toolchain.models import LoadedModel
+from toolchain.sources import load_model
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +122,6 @@ def plan_backends(models: list[LoadedModel], requested: list[str] | None,
     return plan, notes
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
-
-
 def load_runner(name: str, model: LoadedModel, config: BenchConfig) -> tuple[Any, float]:
     """Create and load a runner; returns it and the load (session creation) time in seconds."""
     from toolchain.runners import get_runner
@@ -137,7 +133,8 @@ def load_runner(name: str, model: LoadedModel, config: BenchConfig) -> tuple[Any
     except VtoolError:
         raise
     except Exception as exc:  # noqa: BLE001 - backend-specific load failures become one line
-        raise ArtifactError(f"Backend '{name}' could not load {model.name}: {first_line(exc)}") from None
+        reason = first_line(exc, first_only=True, typed=True)
+        raise ArtifactError(f"Backend '{name}' could not load {model.name}: {reason}") from None
     return runner, perf_counter() - start
 
 
@@ -235,7 +232,7 @@ def bench_runner(model: LoadedModel, name: str, stats: dict[str, Any], pool: np.
                     run = (_sequential(runner, x, config) if threads == 1
                            else _concurrent(runner, model, name, x, threads, config))
                 except Exception as exc:  # noqa: BLE001 - e.g. a static-batch model at another batch size
-                    reason = str(exc) if isinstance(exc, VtoolError) else first_line(exc)
+                    reason = str(exc) if isinstance(exc, VtoolError) else first_line(exc, first_only=True, typed=True)
                     log.warning("%s / %s / batch %d skipped: %s", model.name, name, batch, reason)
                     skipped.append({"model": model.name, "runner": name, "batch_size": batch,
                                     "concurrency": threads, "reason": reason})

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import UserInputError, VtoolError
-from toolchain.sources import LoadedModel
+from toolchain.models import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from toolchain.sources import LoadedModel
+from toolchain.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def model_stats(model: LoadedModel) -> dict[str, Any]:
     size = sum(f.stat().st_size for f in files if f.is_file())
     macs = None
     try:  # MACs (and params for pt2/TorchScript) from the fp32 architecture this artifact was built from
-        from toolchain.sources import rebuild_module
+        from toolchain.models.checkpoint import rebuild_module
 
         reference = rebuild_module(model.spec)
         macs = count_macs(reference, shape)

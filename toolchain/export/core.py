@@ -34,7 +34,7 @@ from toolchain.export.config import ExportConfig
 from toolchain.export.formats import WRITERS, export_failure
 from toolchain.export.verify import verify_export
 from toolchain.inputs import EvalInputs, data_config_of, evaluation_inputs
-from toolchain.sources import LoadedModel
+from toolchain.models import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from toolchain.artifact import Artifact
 from toolchain.export.config import ExportConfig
 from toolchain.inputs import EvalInputs
 from toolchain.metrics import compare_logits
+from toolchain.models import LoadedModel
 from toolchain.runners import get_runner
-from toolchain.sources import LoadedModel
 
 log = logging.getLogger(__name__)
 

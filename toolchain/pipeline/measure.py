@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from toolchain.models import LoadedModel
 from toolchain.pipeline.config import PipelineConfig
-from toolchain.sources import LoadedModel, load_model, write_json
+from toolchain.sources import load_model, write_json
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from toolchain.models import LoadedModel
 from toolchain.pipeline.config import PipelineConfig
-from toolchain.sources import LoadedModel
 
 
 def run_quantization(reference: LoadedModel, onnx_dir: Path, mode: str, dest: Path,

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.artifact import is_artifact_dir, sha256_file
-from toolchain.errors import UserInputError
+from toolchain.errors import UserInputError, first_line
+from toolchain.models import LoadedModel
 from toolchain.pipeline.config import PipelineConfig
 from toolchain.pipeline.state import StageBook
-from toolchain.sources import LoadedModel, load_model
+from toolchain.sources import load_model
 
 log = logging.getLogger(__name__)
 Notify = Callable[[str], None]
@@ -46,7 +47,7 @@ def _probe(model: LoadedModel) -> None:
         with get_runner("auto", model) as runner:
             runner.infer(x)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0][:200]
+        first = first_line(exc, first_only=True)
         raise UserInputError(
             f"{model.name} cannot read {model.spec.channels}-channel {model.spec.input_size[0]}x"
             f"{model.spec.input_size[1]} images from the data ({first}); pass a model built for this data."

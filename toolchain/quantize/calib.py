@@ -18,7 +18,7 @@ import numpy as np
 from toolchain.data import DataBundle, check_model_fits_data, photo_crops
 from toolchain.errors import UserInputError
 from toolchain.inputs import evaluation_inputs, resolve_bundle
-from toolchain.sources import LoadedModel
+from toolchain.models import LoadedModel
 from toolchain.spec import ModelSpec
 
 log = logging.getLogger(__name__)

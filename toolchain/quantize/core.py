@@ -17,11 +17,11 @@ import numpy as np
 
 from toolchain.artifact import Artifact, bare_model_artifact, is_artifact_dir
 from toolchain.errors import ThresholdError, UserInputError
+from toolchain.models import LoadedModel
 from toolchain.quantize import budget as bud
 from toolchain.quantize import ort_ptq
 from toolchain.quantize.calib import QuantData
 from toolchain.quantize.config import HardwareProfile, QuantConfig
-from toolchain.sources import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.errors import ExportError
+from toolchain.errors import ExportError, first_line
 from toolchain.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def export_graph(module: Any, spec: ModelSpec) -> Any:
             program = torch.export.export(module, (_example(spec),), dynamic_shapes=_dynamic_batch(), strict=strict)
             return program.module()
         except Exception as exc:  # noqa: BLE001 - report both attempts below
-            errors.append(f"strict={strict}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+            errors.append(f"strict={strict}: {first_line(exc, 160, first_only=True, typed=True)}")
     raise ExportError(f"torch.export failed for {spec.architecture} ({'; '.join(errors)}); try --backend onnxruntime.")
 
 
@@ -174,5 +174,5 @@ def export_onnx(converted: Any, spec: ModelSpec, path: Path, opset: int = 18) ->
         torch.onnx.export(converted, (_example(spec),), str(path), dynamo=True, external_data=False,
                           dynamic_shapes=_dynamic_batch(), opset_version=opset, verbose=False)
     except Exception as exc:  # noqa: BLE001
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ExportError(f"ONNX export of the INT8 {spec.architecture} failed: {first}") from None
+        reason = first_line(exc, first_only=True)
+        raise ExportError(f"ONNX export of the INT8 {spec.architecture} failed: {reason}") from None

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.sources import LoadedModel
+from toolchain.models import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ import numpy as np
 from toolchain.artifact import FORMAT_FILES, Manifest, write_artifact
 from toolchain.data import DataBundle
 from toolchain.errors import UserInputError
+from toolchain.models import LoadedModel
 from toolchain.quantize import budget as bud
 from toolchain.quantize import ort_ptq
 from toolchain.quantize.calib import HashingBatches, resolve_quant_data
@@ -31,7 +32,7 @@ from toolchain.quantize.core import (
     reference_logits,
     static_ptq,
 )
-from toolchain.sources import LoadedModel, load_model
+from toolchain.sources import load_model
 
 log = logging.getLogger(__name__)
 

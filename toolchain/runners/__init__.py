@@ -11,8 +11,8 @@ from typing import Any
 
 from toolchain.artifact import require_usable
 from toolchain.errors import MissingDependencyError, UserInputError, did_you_mean
+from toolchain.models import LoadedModel
 from toolchain.runners.base import DEVICES, Runner
-from toolchain.sources import LoadedModel
 
 # name -> (module, class, python package it needs, formats it runs)
 RUNNERS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {

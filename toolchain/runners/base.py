@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import UserInputError
-from toolchain.sources import LoadedModel
+from toolchain.models import LoadedModel
 
 DEVICES = ("cpu", "cuda")
 

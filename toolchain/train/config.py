@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.errors import UserInputError, check_choice
-from toolchain.sources import CHECKPOINT_NAME
+from toolchain.models.checkpoint import CHECKPOINT_NAME
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")

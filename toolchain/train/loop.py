@@ -15,7 +15,9 @@ from typing import Any
 from toolchain.artifact import atomic_dir, atomic_write_text
 from toolchain.data import DataBundle
 from toolchain.errors import UserInputError
-from toolchain.sources import CHECKPOINT_NAME, LoadedModel, load_model, save_checkpoint
+from toolchain.models import LoadedModel
+from toolchain.models.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from toolchain.sources import load_model
 from toolchain.train.config import LAST_NAME, Progress, TrainConfig, TrainResult
 from toolchain.train.setup import (
     check_out_dir,

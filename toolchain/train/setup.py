@@ -10,7 +10,9 @@ import numpy as np
 
 from toolchain.data import DataBundle, DataConfig, load_data
 from toolchain.errors import UserInputError
-from toolchain.sources import CHECKPOINT_NAME, LoadedModel, load_model, read_checkpoint
+from toolchain.models import LoadedModel
+from toolchain.models.checkpoint import CHECKPOINT_NAME, read_checkpoint
+from toolchain.sources import load_model
 from toolchain.train.config import LAST_NAME, TrainConfig
 
 

@@ -1,12 +1,12 @@
-"""Third-party architectures: torchvision CNNs, transformers ViT, the offline EfficientNet-Lite0."""
+"""Third-party CNNs: torchvision classifiers and the offline, ImageNet-pretrained EfficientNet-Lite0."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from toolchain.errors import MissingDependencyError, UserInputError
-from toolchain.models import register_model
+from toolchain.errors import MissingDependencyError
+from toolchain.models.registry import register_model
 from toolchain.spec import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -73,72 +73,6 @@ for _arch, _desc in {
         default_num_classes=1000,
         class_names_fn=imagenet_class_names,
     )(_torchvision_factory(_arch))
-
-
-def make_hf_wrapper(hf_model: Any) -> Any:
-    """Wrap a transformers image classifier so forward(x) returns plain logits (export-friendly)."""
-    from torch import nn
-
-    class HFImageClassifier(nn.Module):
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.model = inner
-
-        def forward(self, x):  # noqa: ANN001, ANN201 - mirrors nn.Module
-            return self.model(pixel_values=x).logits
-
-    return HFImageClassifier(hf_model)
-
-
-def build_hf_from_config(config_dict: dict[str, Any]) -> Any:
-    """Rebuild a transformers classifier from its config dict (no weights, no remote code)."""
-    from transformers import AutoConfig, AutoModelForImageClassification
-
-    cfg = dict(config_dict)
-    model_type = cfg.pop("model_type", "vit")
-    config = AutoConfig.for_model(model_type, **cfg)
-    return make_hf_wrapper(AutoModelForImageClassification.from_config(config))
-
-
-def _vit_factory(
-    num_classes: int,
-    input_size: tuple[int, int],
-    pretrained: bool,
-    patch_size: int = 4,
-    hidden_size: int = 192,
-    num_hidden_layers: int = 6,
-    num_attention_heads: int = 3,
-    intermediate_size: int = 384,
-):
-    from transformers import ViTConfig, ViTForImageClassification
-
-    if input_size[0] != input_size[1] or input_size[0] % patch_size:
-        raise UserInputError(f"vit needs a square input divisible by patch {patch_size}, got {input_size}.")
-    config = ViTConfig(
-        image_size=input_size[0],
-        patch_size=patch_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=num_attention_heads,
-        intermediate_size=intermediate_size,
-        num_labels=num_classes,
-        hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.0,
-    )
-    return make_hf_wrapper(ViTForImageClassification(config))
-
-
-register_model(
-    "vit-tiny",
-    description="transformers ViT, patch 4, 6 layers x 192 dims, 3 heads",
-    family="vit",
-)(_vit_factory)
-register_model(
-    "tiny-vit",
-    description="vit-tiny at 2 layers x 32 dims: for tests",
-    family="vit",
-    kwargs={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
-)(_vit_factory)
 
 
 def _efficientnet_lite0_factory(num_classes: int, input_size: tuple[int, int], pretrained: bool):
