@@ -28,7 +28,7 @@ def test_score_matches_hand_computed_metrics() -> None:
 def test_evaluate_uses_the_recorded_split_and_writes_outputs(tiny_cnn_model, tmp_path) -> None:
     bundle = eval_bundle(tiny_cnn_model)
     assert bundle.split == tiny_cnn_model.info["split"]
-    result = evaluate(tiny_cnn_model, bundle, EvalConfig(part="test"), tmp_path / "eval")
+    result = evaluate(tiny_cnn_model, bundle, EvalConfig(split="test"), tmp_path / "eval")
     assert result.n == len(bundle.split["test"]) and 0.5 < result.accuracy <= result.top5 <= 1.0
     cm = np.array(result.confusion_matrix)
     assert cm.shape == (10, 10) and cm.sum() == result.n
@@ -57,7 +57,7 @@ def test_model_without_recorded_data_needs_data() -> None:
 
 def test_eval_config_validation() -> None:
     with pytest.raises(UserInputError, match="Unknown split 'dev'"):
-        EvalConfig(part="dev")
+        EvalConfig(split="dev")
 
 
 def test_eval_cli(trained_tiny_cnn, tmp_path) -> None:

@@ -174,8 +174,8 @@ def test_opset_out_of_range(opset: int, exporter: str | None) -> None:
     ({"format": "onnx", "exporter": "jit"}, "Unknown ONNX exporter 'jit'"),
     ({"format": "onnx", "freeze": True}, "--freeze applies to --format torchscript only"),
     ({"format": "torchscript", "simplify": True}, "--simplify applies to --format onnx only"),
-    ({"format": "onnx", "atol": -1}, "atol must be >= 0"),
-    ({"format": "onnx", "min_agreement": 2}, "min_agreement must be between 0 and 1"),
+    ({"format": "onnx", "atol": -1}, r"\(atol\) must be >= 0"),
+    ({"format": "onnx", "min_agreement": 2}, r"--min-agreement must be in \(0, 1\]"),
 ])
 def test_config_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(UserInputError, match=match):

@@ -10,9 +10,10 @@ import onnx
 import pytest
 
 from toolchain.artifact import load_artifact
+from toolchain.compare import Thresholds
 from toolchain.errors import ThresholdError, UserInputError, VtoolError
 from toolchain.quantize import QuantBudgetError, QuantConfig, hardware_profile, quantize
-from toolchain.quantize.budget import Budget, exclusion_steps, resolve_budget
+from toolchain.quantize.budget import exclusion_steps, resolve_budget
 from toolchain.sources import load_model
 
 AVX2 = "flags\t\t: fpu sse sse2 avx avx2 fma\n"
@@ -79,11 +80,11 @@ def test_named_target_overrides_detection_and_config_overrides_preset() -> None:
 
 
 def test_budget_defaults_and_checks() -> None:
-    assert resolve_budget(None, None, labeled=True) == Budget(0.01, None)
-    assert resolve_budget(None, None, labeled=False) == Budget(None, 0.99)
-    ok, _ = Budget(0.01, None).check({"top1_delta": -0.005, "agreement": 0.9})
-    bad, reason = Budget(0.01, 0.99).check({"top1_delta": -0.02, "agreement": 0.98})
-    assert ok and not bad and "drop" in reason and "agreement" in reason
+    assert resolve_budget(None, None, labeled=True) == Thresholds(max_drop=0.01)
+    assert resolve_budget(None, None, labeled=False) == Thresholds(min_agreement=0.99)
+    assert not Thresholds(max_drop=0.01).check({"top1_delta": -0.005, "agreement": 0.9})
+    reasons = Thresholds(0.01, 0.99).check({"top1_delta": -0.02, "agreement": 0.98})
+    assert len(reasons) == 2 and "drop" in reasons[0] and "agreement" in reasons[1]
     assert exclusion_steps(12, 50) == [1, 2, 4, 8, 12]
     assert exclusion_steps(8, 3) == [1, 2, 3]
 
@@ -255,7 +256,7 @@ def test_cli_qat_on_onnx_exit_1(exported_tiny_cnn) -> None:
 
 def test_cli_missed_budget_exit_3_writes_json(exported_tiny_cnn, tmp_path: Path, monkeypatch) -> None:
     # Whether a tiny model misses a tight budget depends on rounding; force the miss to test the CLI contract.
-    monkeypatch.setattr(Budget, "check", lambda self, metrics: (False, "forced miss"))
+    monkeypatch.setattr(Thresholds, "check", lambda self, metrics: ["forced miss"])
     report = tmp_path / "q.json"
     result = _cli(["quantize", "--model", str(exported_tiny_cnn("onnx")), "--data", "digits", "--samples", "4",
                    "--no-fallback", "--no-speed", "--out", str(tmp_path / "q"), "--json", str(report)])

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from toolchain.errors import UserInputError, check_choice
 from toolchain.inputs import data_config_of, resolve_bundle
 from toolchain.metrics import topk_accuracy
 from toolchain.models import LoadedModel
-from toolchain.sources import write_json
+from toolchain.report import write_result
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,19 @@ MISCLASSIFIED_PNG = "misclassified.png"
 class EvalConfig:
     """Which split to score, with which backend, and how many misclassified images to draw."""
 
-    part: str = "test"
+    split: str = "test"
     runner: str = "auto"
     device: str = "cpu"
     threads: int | None = None
     batch_size: int = 64
     max_misclassified: int = 24
+    part: InitVar[str | None] = None  # deprecated name of `split`
 
-    def __post_init__(self) -> None:
-        check_choice("split", self.part, SPLITS)
+    def __post_init__(self, part: str | None) -> None:
+        if part is not None:
+            warnings.warn("EvalConfig(part=...) is deprecated; use split=...", DeprecationWarning, stacklevel=3)
+            self.split = part
+        check_choice("split", self.split, SPLITS)
         if self.batch_size < 1:
             raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}.")
         if self.max_misclassified < 0:
@@ -99,11 +104,11 @@ def predict_logits(model: LoadedModel, bundle: DataBundle, config: EvalConfig) -
 
     logits, labels = [], []
     with get_runner(config.runner, model, device=config.device, threads=config.threads) as runner:
-        for x, y in bundle.batches(config.part, config.batch_size):
+        for x, y in bundle.batches(config.split, config.batch_size):
             logits.append(runner.infer(x))
             labels.append(y)
     if not logits:
-        raise UserInputError(f"The '{config.part}' split of {bundle.samples.source} is empty; nothing to evaluate.")
+        raise UserInputError(f"The '{config.split}' split of {bundle.samples.source} is empty; nothing to evaluate.")
     return np.concatenate(logits), np.concatenate(labels)
 
 
@@ -144,7 +149,7 @@ def evaluate(
     logits, labels = predict_logits(model, bundle, config)
     names = list(model.spec.class_names or bundle.class_names)
     scores = score(logits, labels, names)
-    indices = bundle.split[config.part]
+    indices = bundle.split[config.split]
     preds = logits.argmax(1)
     wrong = np.flatnonzero(preds != labels)
     misclassified = []
@@ -153,9 +158,9 @@ def evaluate(
         misclassified.append({"index": int(indices[i]), "true": names[labels[i]], "pred": names[preds[i]],
                               "file": str(item) if isinstance(item, Path) else None})
     runner = config.runner if config.runner != "auto" else _default_runner_name(model)
-    result = EvalResult(**scores, n=int(len(labels)), part=config.part, class_names=names, data=bundle.describe(),
+    result = EvalResult(**scores, n=int(len(labels)), part=config.split, class_names=names, data=bundle.describe(),
                         model=model.describe(), runner=runner, misclassified=misclassified)
-    log.info("%s on %s/%s: accuracy %.4f top5 %.4f (n=%d)", model.name, bundle.samples.source, config.part,
+    log.info("%s on %s/%s: accuracy %.4f top5 %.4f (n=%d)", model.name, bundle.samples.source, config.split,
              result.accuracy, result.top5, result.n)
     if out_dir is not None:
         write_eval_outputs(result, bundle, wrong[: config.max_misclassified], Path(out_dir))
@@ -170,7 +175,7 @@ def _default_runner_name(model: LoadedModel) -> str:
 
 def write_eval_outputs(result: EvalResult, bundle: DataBundle, wrong: np.ndarray, out: Path) -> None:
     """metrics.json + confusion matrix PNG + misclassified grid PNG (each written atomically)."""
-    from toolchain import plots
+    from toolchain.report import plots
 
     out.mkdir(parents=True, exist_ok=True)
     indices = bundle.split[result.part]
@@ -185,4 +190,4 @@ def write_eval_outputs(result: EvalResult, bundle: DataBundle, wrong: np.ndarray
             title=f"misclassified: {len(result.misclassified)} shown")),
         "metrics": str(out / METRICS_FILE),
     }
-    write_json(out / METRICS_FILE, result.to_dict())
+    write_result(out / METRICS_FILE, result.to_dict())

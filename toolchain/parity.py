@@ -2,26 +2,28 @@
 
 ParityConfig -> check_parity(reference, candidate, config) -> ParityResult. Both models run through
 Runners on the same real images, preprocessed with the REFERENCE's spec; the logits are compared
-with metrics.compare_logits. Like Polygraphy's OutputCompareResult, a ParityResult is truthy when
-every threshold holds.
+with metrics.compare_logits and gated by compare.Thresholds: a ParityResult is a CompareResult, truthy
+when every threshold holds. It is returned either way; `vtool parity` turns a failed one into exit 3.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from toolchain.artifact import MANIFEST, Manifest, is_artifact_dir, save_manifest
-from toolchain.errors import ArtifactError, ThresholdError, UserInputError
+from toolchain.compare import CompareResult, Thresholds
+from toolchain.errors import ArtifactError, UserInputError
 from toolchain.inputs import evaluation_inputs
 from toolchain.metrics import compare_logits
 from toolchain.models import LoadedModel
+from toolchain.report import jsonable
 from toolchain.runners import get_runner
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class ParityConfig:
     min_agreement: float = 0.99
     max_abs_diff: float | None = None  # optional extra gate on the largest logit difference
     limit: int | None = None
-    part: str = "val"
+    split: str = "val"
     backend_ref: str = "auto"
     backend_cand: str = "auto"
     device: str = "cpu"
@@ -48,46 +50,35 @@ class ParityConfig:
     batch_size: int = 32
     photos: int = 200
     record: bool = True  # append the result to the candidate artifact's manifest.parity
+    part: InitVar[str | None] = None  # deprecated name of `split`
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.max_drop <= 1.0:
-            raise UserInputError(f"--max-drop {self.max_drop} must be between 0 and 1 (0.01 = one accuracy point).")
-        if not 0.0 <= self.min_agreement <= 1.0:
-            raise UserInputError(f"--min-agreement {self.min_agreement} must be between 0 and 1, e.g. 0.99.")
-        if self.max_abs_diff is not None and self.max_abs_diff < 0:
-            raise UserInputError(f"--max-abs-diff must be >= 0, got {self.max_abs_diff}.")
+    def __post_init__(self, part: str | None) -> None:
+        if part is not None:
+            warnings.warn("ParityConfig(part=...) is deprecated; use split=...", DeprecationWarning, stacklevel=3)
+            self.split = part
+        self.thresholds  # noqa: B018 - validates the three limits in one place (compare.Thresholds)
         if self.limit is not None and self.limit < 1:
             raise UserInputError(f"--limit must be >= 1 image, got {self.limit}.")
-        if self.part not in PARTS:
-            raise UserInputError(f"Unknown split '{self.part}': expected one of {', '.join(PARTS)}.")
+        if self.split not in PARTS:
+            raise UserInputError(f"Unknown split '{self.split}': expected one of {', '.join(PARTS)}.")
         if self.batch_size < 1:
             raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}.")
         if self.photos < 1:
             raise UserInputError(f"photos must be >= 1, got {self.photos}.")
 
     @property
-    def thresholds(self) -> dict[str, Any]:
-        return {"max_drop": self.max_drop, "min_agreement": self.min_agreement, "max_abs_diff": self.max_abs_diff}
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.max_drop, self.min_agreement, self.max_abs_diff)
 
 
 @dataclass
-class ParityResult:
-    """Metrics (DESIGN.md section 4 keys), the thresholds, and why it failed (empty when it passed)."""
+class ParityResult(CompareResult):
+    """Metrics (DESIGN.md section 4 keys) held to the thresholds, plus what was compared on which data."""
 
-    metrics: dict[str, Any]
-    thresholds: dict[str, Any]
-    failures: list[str]
     reference: dict[str, Any] = field(default_factory=dict)
     candidate: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     time_s: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def __bool__(self) -> bool:
-        return self.passed
 
     def __getitem__(self, key: str) -> Any:
         return self.to_dict()[key]
@@ -99,9 +90,9 @@ class ParityResult:
     def to_dict(self) -> dict[str, Any]:
         out = {key: self.metrics.get(key) for key in RESULT_KEYS if key not in ("thresholds", "passed")}
         out.update(self.metrics)
-        out["thresholds"] = dict(self.thresholds)
+        out["thresholds"] = self.thresholds.to_dict()
         out["passed"] = self.passed
-        out["failures"] = list(self.failures)
+        out["failures"] = self.failures
         out["reference"] = dict(self.reference)
         out["candidate"] = dict(self.candidate)
         out["data"] = dict(self.data)
@@ -118,17 +109,10 @@ class ParityResult:
         named = f"; flipped classes: {flipped}{more}" if flips else ""
         return f"parity failed for {self.candidate.get('name', 'candidate')}: {'; '.join(self.failures)}{named}."
 
-    def check(self) -> ParityResult:
-        """Raise ThresholdError (exit code 3) with message() when a threshold was not met."""
-        if not self.passed:
-            raise ThresholdError(self.message())
-        return self
-
 
 def _logits(model: LoadedModel, backend: str, x: np.ndarray, config: ParityConfig) -> tuple[np.ndarray, str]:
     with get_runner(backend, model, device=config.device, threads=config.threads) as runner:
-        outs = [runner.infer(x[i : i + config.batch_size]) for i in range(0, len(x), config.batch_size)]
-        return np.concatenate(outs, axis=0), runner.name
+        return runner.infer_batched(x, config.batch_size), runner.name
 
 
 def _check_compatible(reference: LoadedModel, candidate: LoadedModel) -> None:
@@ -160,30 +144,25 @@ def origin_hash(model: LoadedModel) -> str:
     return model.origin_sha256
 
 
-def check_parity(reference: LoadedModel, candidate: LoadedModel, config: ParityConfig) -> ParityResult:
-    """Run both models on the same real images (reference preprocessing) and gate on the thresholds."""
+def check_parity(reference: LoadedModel | str, candidate: LoadedModel | str,
+                 config: ParityConfig | None = None) -> ParityResult:
+    """Run both models (LoadedModels or --model sources) on the same real images, with the reference's
+    preprocessing, and hold the candidate to the thresholds; the result is returned whether it passed or not."""
+    from toolchain.sources import as_loaded
+
+    config = config or ParityConfig()
+    reference, candidate = as_loaded(reference), as_loaded(candidate)
     start = time.perf_counter()
     _check_compatible(reference, candidate)
-    inputs = evaluation_inputs(reference, config.data, part=config.part, limit=config.limit,
+    inputs = evaluation_inputs(reference, config.data, part=config.split, limit=config.limit,
                                photos=config.photos, spec=reference.spec)
     log.info("parity: %s vs %s on %d images", reference.name, candidate.name, len(inputs.x))
     ref_logits, ref_runner = _logits(reference, config.backend_ref, inputs.x, config)
     cand_logits, cand_runner = _logits(candidate, config.backend_cand, inputs.x, config)
     metrics = compare_logits(ref_logits, cand_logits, inputs.labels, reference.spec.labels)
-    failures = []
-    if metrics["top1_delta"] is not None and -metrics["top1_delta"] > config.max_drop + 1e-12:
-        failures.append(
-            f"top-1 fell {-metrics['top1_delta']:.4f} ({metrics['top1_ref']:.4f} -> {metrics['top1_cand']:.4f}), "
-            f"more than --max-drop {config.max_drop:g}"
-        )
-    if metrics["agreement"] < config.min_agreement:
-        failures.append(f"top-1 agreement {metrics['agreement']:.4f} < --min-agreement {config.min_agreement:g}")
-    if config.max_abs_diff is not None and metrics["max_abs_diff"] > config.max_abs_diff:
-        failures.append(f"max abs logit diff {metrics['max_abs_diff']:.3g} > {config.max_abs_diff:g}")
     result = ParityResult(
         metrics=metrics,
         thresholds=config.thresholds,
-        failures=failures,
         reference={**reference.describe(), "name": reference.name, "runner": ref_runner},
         candidate={**candidate.describe(), "name": candidate.name, "runner": cand_runner},
         data={k: v for k, v in inputs.description.items() if k != "split"},
@@ -215,17 +194,4 @@ def record_parity(candidate: LoadedModel, result: ParityResult) -> bool:
     return True
 
 
-def jsonable(value: Any) -> Any:
-    """Strict-JSON form: non-finite floats (an identical pair has SQNR inf) become the strings 'inf'/'nan'."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return jsonable(value.item())
-    return value
-
-
-__all__ = ["RESULT_KEYS", "ParityConfig", "ParityResult", "check_parity", "jsonable", "record_parity"]
+__all__ = ["RESULT_KEYS", "ParityConfig", "ParityResult", "check_parity", "record_parity"]

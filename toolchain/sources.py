@@ -75,11 +75,3 @@ def as_loaded(model: LoadedModel | str) -> LoadedModel:
     """Library entry points take a LoadedModel or any --model source string."""
     return model if isinstance(model, LoadedModel) else load_model(str(model))
 
-
-def write_json(path: str | Path, data: object) -> None:
-    """Write a result as pretty JSON atomically (used by every --json flag)."""
-    import json
-
-    from toolchain.artifact import atomic_write_text
-
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")

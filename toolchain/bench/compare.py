@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolchain.bench.result import entry_key, entry_label
-from toolchain.errors import ThresholdError, UserInputError
+from toolchain.errors import UserInputError
 
 
 @dataclass
@@ -23,14 +23,20 @@ class Comparison:
         return {"max_regression": self.max_regression, "rows": self.rows, "regressions": len(self.regressions),
                 "notes": self.notes}
 
-    def check(self) -> None:
-        """Raise ThresholdError (exit 3) when any entry slowed down more than `max_regression`."""
-        if self.regressions:
-            worst = max(self.regressions, key=lambda r: r["change"])
-            raise ThresholdError(
-                f"{len(self.regressions)} of {len(self.rows)} entries regressed more than "
-                f"{self.max_regression:.0%} in p50 latency (worst: {worst['label']} {worst['change']:+.1%})."
-            )
+    @property
+    def passed(self) -> bool:
+        """No entry slowed down more than `max_regression` (`vtool bench --compare` exits 3 otherwise)."""
+        return not self.regressions
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def message(self) -> str:
+        if self.passed:
+            return f"no regression beyond {self.max_regression:.0%} in {len(self.rows)} entries"
+        worst = max(self.regressions, key=lambda r: r["change"])
+        return (f"{len(self.regressions)} of {len(self.rows)} entries regressed more than "
+                f"{self.max_regression:.0%} in p50 latency (worst: {worst['label']} {worst['change']:+.1%}).")
 
 
 def _env_notes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

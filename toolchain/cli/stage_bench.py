@@ -21,39 +21,43 @@ def _out() -> Any:
 
 def _write_outputs(data: dict[str, Any], json_out: Path | None, markdown: Path | None, plot: Path | None) -> None:
     from toolchain import report
+    from toolchain.report import bench as bench_report
+    from toolchain.report import plots
 
     out = console()
     if json_out:
-        out.print(f"wrote {report.write_json(json_out, data)}")
+        out.print(f"wrote {report.write_result(json_out, data)}")
     if markdown and "entries" in data:
-        out.print(f"wrote {report.write_text(markdown, report.bench_markdown(data))}")
+        out.print(f"wrote {report.write_text(markdown, bench_report.bench_markdown(data))}")
     if plot and "entries" in data:
-        out.print(f"wrote {report.bench_plot(data, plot)}")
+        out.print(f"wrote {plots.bench_plot(data, plot)}")
 
 
 def _compare(old: Path, new: Path, max_regression: float, json_out: Path | None) -> None:
-    from toolchain import report
     from toolchain.bench import compare_results, load_result
+    from toolchain.errors import ThresholdError
+    from toolchain.report import bench as bench_report
 
     comparison = compare_results(load_result(old), load_result(new), max_regression)
-    _out().print(report.compare_table(comparison.to_dict()))
+    _out().print(bench_report.compare_table(comparison.to_dict()))
     for note in comparison.notes:
         console().print(f"note: environment changed: {note}")
     _write_outputs(comparison.to_dict(), json_out, None, None)
-    comparison.check()
+    if not comparison:
+        raise ThresholdError(comparison.message())
 
 
 def _preprocess(models: list[str], duration: float | None, threads: int | None, json_out: Path | None) -> None:
     import tempfile
 
-    from toolchain import report
     from toolchain.bench.preprocessing import preprocess_throughput, save_photos
+    from toolchain.report import bench as bench_report
     from toolchain.sources import load_model
 
     spec = load_model(models[0]).spec if models else None
     with tempfile.TemporaryDirectory(prefix="vtool-photos-") as folder:
         rows = preprocess_throughput(save_photos(folder), spec, duration_s=duration or 2.0, threads=threads or 1)
-    _out().print(report.preprocess_table(rows))
+    _out().print(bench_report.preprocess_table(rows))
     _write_outputs({"preprocess": rows}, json_out, None, None)
 
 
@@ -87,8 +91,8 @@ def bench_cmd(
         return _compare(compare[0], compare[1], max_regression, json_out)
     if preprocess:
         return _preprocess(models or [], duration, threads, json_out)
-    from toolchain import report
     from toolchain.bench import BenchConfig, WarmupPolicy, benchmark, default_models
+    from toolchain.report import bench as bench_report
 
     config = BenchConfig(
         backends=parse_list(backend) if backend is not None else None,
@@ -101,7 +105,7 @@ def bench_cmd(
     with err.status("benchmarking...") as status:
         result = benchmark(models or default_models(), config, progress=lambda m: status.update(f"measuring {m}"))
     data_out = result.to_dict()
-    _out().print(report.bench_table(data_out))
-    for line in report.bench_footnotes(data_out, warnings=False):  # warnings were logged already
+    _out().print(bench_report.bench_table(data_out))
+    for line in bench_report.bench_footnotes(data_out, warnings=False):  # warnings were logged already
         err.print(line)
     _write_outputs(data_out, json_out, markdown, plot)

@@ -53,8 +53,7 @@ def export_cmd(
 def _finish_export(result: Any, json_path: Path | None) -> None:
     from rich.table import Table
 
-    from toolchain.parity import jsonable
-    from toolchain.sources import write_json
+    from toolchain.report import write_result
 
     manifest = result.artifact.manifest
     export = manifest.export
@@ -73,7 +72,7 @@ def _finish_export(result: Any, json_path: Path | None) -> None:
     if (result.verification or {}).get("summary"):
         out.print(f"verification: {result.verification['summary']}")
     if json_path is not None:
-        write_json(json_path, jsonable(result.to_dict()))
+        write_result(json_path, result.to_dict())
 
 
 @app.command("parity")
@@ -96,8 +95,9 @@ def parity_cmd(
 ) -> None:
     """Check that CANDIDATE answers like REFERENCE on the same real images; exit 3 when it does not."""
     from toolchain.errors import ThresholdError
-    from toolchain.parity import ParityConfig, check_parity, jsonable
-    from toolchain.sources import load_model, write_json
+    from toolchain.parity import ParityConfig, check_parity
+    from toolchain.report import write_result
+    from toolchain.sources import load_model
 
     config = ParityConfig(data=data, max_drop=max_drop, min_agreement=min_agreement, max_abs_diff=max_abs_diff,
                           limit=limit, part=part, backend_ref=backend_ref, backend_cand=backend_cand, device=device,
@@ -105,7 +105,7 @@ def parity_cmd(
     result = check_parity(load_model(reference), load_model(candidate), config)
     _render_parity(result)
     if json_path is not None:
-        write_json(json_path, jsonable(result.to_dict()))
+        write_result(json_path, result.to_dict())
     if not result:
         raise ThresholdError(result.message())
 
@@ -127,12 +127,12 @@ def _render_parity(result: Any) -> None:
     table = Table(title=f"parity: {ref['name']} ({ref['runner']}) vs {cand['name']} ({cand['runner']}), n={m['n']}")
     for column in ("metric", "reference", "candidate", "delta / threshold"):
         table.add_column(column, justify="right")
-    drop = f"max drop {result.thresholds['max_drop']:g}"
+    drop = f"max drop {result.thresholds.max_drop:g}"
     table.add_row("top-1", _fmt(m["top1_ref"]), _fmt(m["top1_cand"]), f"{_fmt(m['top1_delta'])} ({drop})")
     table.add_row("top-5", _fmt(m["top5_ref"]), _fmt(m["top5_cand"]), "")
-    table.add_row("top-1 agreement", "", _fmt(m["agreement"]), f"min {result.thresholds['min_agreement']:g}")
+    table.add_row("top-1 agreement", "", _fmt(m["agreement"]), f"min {result.thresholds.min_agreement:g}")
     table.add_row("cosine (mean)", "", _fmt(m["cosine_mean"], 6), "")
-    gate = result.thresholds.get("max_abs_diff")
+    gate = result.thresholds.max_abs_diff
     table.add_row("max abs logit diff", "", _fmt(m["max_abs_diff"]), f"max {gate:g}" if gate is not None else "")
     table.add_row("SQNR (dB)", "", _fmt(m["sqnr_db"], 2), "")
     out = console()

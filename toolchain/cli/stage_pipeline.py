@@ -39,12 +39,22 @@ def pipeline_cmd(
     Re-running skips stages whose inputs did not change; a failed stage stops the run and keeps
     what already succeeded. Exits 3 when an artifact misses the parity thresholds.
     """
+    from toolchain.errors import ThresholdError
     from toolchain.pipeline import PipelineConfig, run_pipeline
-    from toolchain.pipeline.cli_render import render_result
+    from toolchain.report import write_result
+    from toolchain.report.tables import pipeline_view
 
     config = PipelineConfig(model=model, data=data, formats=parse_list(formats), quantize=parse_list(quantize),
                             stages=parse_list(stages), out=out, epochs=epochs, qat_epochs=qat_epochs,
                             batch_sizes=parse_int_list(batch_size, "--batch-size"), bench_seconds=bench_seconds,
                             threads=threads, max_drop=max_drop, min_agreement=min_agreement, force=force)
     result = run_pipeline(config, notify=lambda msg: console(stderr=True).print(f"[bold cyan]>[/] {msg}"))
-    render_result(result, console(), json_path)
+    out = console()
+    if not out.is_terminal:
+        out.width = max(out.width, 150)  # logs and pipes: keep rows on one line
+    for item in pipeline_view(result):
+        out.print(item)
+    if json_path is not None:
+        write_result(json_path, result.to_dict())
+    if not result:
+        raise ThresholdError(result.message())

@@ -71,8 +71,7 @@ def quantize_cmd(
 def _render(result: Any, json_path: Path | None) -> None:
     from rich.table import Table
 
-    from toolchain.parity import jsonable
-    from toolchain.sources import write_json
+    from toolchain.report import write_result
 
     summary = result.summary
     out = console()
@@ -97,4 +96,4 @@ def _render(result: Any, json_path: Path | None) -> None:
     for note in summary.get("speed_notes") or []:
         out.print(f"note: {note}")
     if json_path is not None:
-        write_json(json_path, jsonable(result.to_dict()))
+        write_result(json_path, result.to_dict())

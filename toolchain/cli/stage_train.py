@@ -151,7 +151,7 @@ def _train_with_progress(loaded, bundle, config, out):  # noqa: ANN001, ANN202 -
 def _render_train(result, json_path: Path | None) -> None:  # noqa: ANN001
     from rich.table import Table
 
-    from toolchain.sources import write_json
+    from toolchain.report import write_result
 
     table = Table(title=f"trained -> {result.out_dir}")
     table.add_column("metric")
@@ -163,7 +163,7 @@ def _render_train(result, json_path: Path | None) -> None:  # noqa: ANN001
     table.add_row("best checkpoint", str(result.best_path))
     console().print(table)
     if json_path:
-        write_json(json_path, result.to_dict())
+        write_result(json_path, result.to_dict())
 
 
 def _load(source: str | None, positional: str | None, weights: str | None, num_classes: int | None,
@@ -201,10 +201,10 @@ def eval_cmd(
 ) -> None:
     """Score a model: accuracy, top-5, per-class precision/recall/F1, confusion matrix, misclassified images."""
     from toolchain.evaluate import EvalConfig, eval_bundle, evaluate
-    from toolchain.sources import write_json
+    from toolchain.report import write_result
     from toolchain.train import is_run_dir
 
-    config = EvalConfig(part=split, runner=backend, device=device, batch_size=batch_size)
+    config = EvalConfig(split=split, runner=backend, device=device, batch_size=batch_size)
     loaded = _load(model, model_arg, weights, num_classes, input_size, pretrained)
     source = Path(model or model_arg)
     if out is None and is_run_dir(source):
@@ -212,7 +212,7 @@ def eval_cmd(
     result = evaluate(loaded, eval_bundle(loaded, data), config, out)
     _render_eval(result)
     if json_path:
-        write_json(json_path, result.to_dict())
+        write_result(json_path, result.to_dict())
 
 
 def _render_eval(result) -> None:  # noqa: ANN001
@@ -256,7 +256,7 @@ def predict_cmd(
     from rich.table import Table
 
     from toolchain.predict import PredictConfig, collect_images, predict
-    from toolchain.sources import write_json
+    from toolchain.report import write_result
 
     config = PredictConfig(top_k=top_k, runner=backend, device=device)
     paths = collect_images(image, folder)
@@ -271,4 +271,4 @@ def predict_cmd(
                           f"{row['confidence']:.4f}")
     console().print(table)
     if json_path:
-        write_json(json_path, {"model": loaded.describe(), "predictions": [p.to_dict() for p in results]})
+        write_result(json_path, {"model": loaded.describe(), "predictions": [p.to_dict() for p in results]})

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from toolchain.compare import Thresholds
 from toolchain.errors import UserInputError, check_choice
 
 FORMATS = ("onnx", "pt2", "torchscript")
@@ -61,10 +62,7 @@ class ExportConfig:
                 )
         if self.freeze and self.format != "torchscript":
             raise UserInputError(f"--freeze applies to --format torchscript only, not {self.format}; drop it.")
-        if self.atol < 0:
-            raise UserInputError(f"atol must be >= 0, got {self.atol}.")
-        if not 0.0 <= self.min_agreement <= 1.0:
-            raise UserInputError(f"min_agreement must be between 0 and 1, got {self.min_agreement}.")
+        self.thresholds  # noqa: B018 - validates atol and min_agreement (compare.Thresholds)
         if self.verify_threads is not None and self.verify_threads < 1:
             raise UserInputError(f"verify_threads must be >= 1, got {self.verify_threads}.")
         if self.verify_samples < 1:
@@ -76,6 +74,11 @@ class ExportConfig:
         self.verify_batch_sizes = sizes if self.dynamic_batch else (1,)
         if self.out is not None:
             self.out = Path(self.out)
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The verification gate at every batch size: max abs logit diff <= atol, top-1 agreement >= min."""
+        return Thresholds(min_agreement=self.min_agreement, max_abs_diff=self.atol)
 
     @property
     def example_batch(self) -> int:

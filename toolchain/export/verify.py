@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.artifact import Artifact
+from toolchain.compare import CompareResult
 from toolchain.export.config import ExportConfig
 from toolchain.inputs import EvalInputs
 from toolchain.metrics import compare_logits
@@ -16,12 +17,6 @@ from toolchain.models import LoadedModel
 from toolchain.runners import get_runner
 
 log = logging.getLogger(__name__)
-
-
-def run_batched(runner: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """Logits for all of `x`, fed in chunks of `batch_size` (the last chunk may be smaller)."""
-    outs = [runner.infer(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs, axis=0)
 
 
 def _batch_stats(reference: np.ndarray, candidate: np.ndarray, inputs: EvalInputs, eager: LoadedModel) -> dict:
@@ -42,21 +37,17 @@ def verify_export(eager: LoadedModel, artifact: Artifact, inputs: EvalInputs, co
     batches: dict[str, dict[str, Any]] = {}
     try:
         with get_runner("torch", eager, threads=threads) as ref_runner:
-            reference = run_batched(ref_runner, x, 32)
+            reference = ref_runner.infer_batched(x, 32)
         with get_runner(config.verify_runner, exported, threads=threads) as runner:
             runner_name = runner.name
             for size in config.verify_batch_sizes:
-                batches[str(size)] = _batch_stats(reference, run_batched(runner, x, size), inputs, eager)
+                batches[str(size)] = _batch_stats(reference, runner.infer_batched(x, size), inputs, eager)
     finally:
         torch.set_num_threads(previous_threads)
     worst_diff = max(b["max_abs_diff"] for b in batches.values())
     worst_agreement = min(b["agreement"] for b in batches.values())
-    failures = []
-    for size, stats in batches.items():
-        if stats["max_abs_diff"] > config.atol:
-            failures.append(f"batch {size}: max abs logit diff {stats['max_abs_diff']:.3g} > atol {config.atol:g}")
-        if stats["agreement"] < config.min_agreement:
-            failures.append(f"batch {size}: top-1 agreement {stats['agreement']:.4f} < {config.min_agreement:g}")
+    failures = [f"batch {size}: {failure}" for size, stats in batches.items()
+                for failure in CompareResult(stats, config.thresholds).check()]
     passed = not failures
     summary = (
         f"max abs diff {worst_diff:.3g} (atol {config.atol:g}), top-1 agreement {worst_agreement:.4f} "

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolchain.compare import Thresholds
 from toolchain.errors import UserInputError, check_choice
 
 STAGES = ("train", "eval", "export", "quantize", "bench", "parity", "report")
@@ -50,9 +51,7 @@ class PipelineConfig:
             raise UserInputError(f"--epochs must be >= 1, got {self.epochs} (qat {self.qat_epochs}).")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise UserInputError(f"--batch-size must list numbers >= 1, got {self.batch_sizes}.")
-        if not 0.0 <= self.max_drop <= 1.0 or not 0.0 <= self.min_agreement <= 1.0:
-            raise UserInputError(f"--max-drop ({self.max_drop}) and --min-agreement ({self.min_agreement}) must be "
-                                 "between 0 and 1, e.g. 0.01 and 0.99.")
+        self.thresholds  # noqa: B018 - validates --max-drop / --min-agreement (compare.Thresholds)
         if self.bench_seconds <= 0:
             raise UserInputError(f"--bench-seconds must be > 0, got {self.bench_seconds}.")
         if self.data in ("auto", "none", ""):
@@ -79,6 +78,11 @@ class PipelineConfig:
         if probe.exists() and (not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK)):
             why = "not a directory" if not probe.is_dir() else "read-only"
             raise UserInputError(f"--out '{out}' is not writable ('{probe}' is {why}); choose a writable directory.")
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The gates for INT8 and parity: top-1 drop on labelled data, top-1 agreement with the original."""
+        return Thresholds(max_drop=self.max_drop, min_agreement=self.min_agreement)
 
     def wants(self, stage: str) -> bool:
         return stage in self.stages

@@ -8,7 +8,8 @@ from typing import Any
 
 from toolchain.models import LoadedModel
 from toolchain.pipeline.config import PipelineConfig
-from toolchain.sources import load_model, write_json
+from toolchain.report import write_result, write_text
+from toolchain.sources import load_model
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,9 @@ def _backends(model: LoadedModel) -> list[str]:
 def bench_all(reference: LoadedModel, artifacts: dict[str, Path], config: PipelineConfig,
               out: Path) -> dict[str, Any]:
     """One bench run (one process, one fingerprint) over the reference and every artifact."""
-    from toolchain import report as bench_report
     from toolchain.bench import BenchConfig, benchmark
+    from toolchain.report.bench import bench_markdown
+    from toolchain.report.plots import bench_plot
 
     models = [reference, *(load_model(str(path)) for path in artifacts.values())]
     entries: list[dict[str, Any]] = []
@@ -43,9 +45,9 @@ def bench_all(reference: LoadedModel, artifacts: dict[str, Path], config: Pipeli
         entries += [e.to_dict() for e in result.entries]
     result_dict["entries"] = entries
     json_path = out / "bench.json"
-    write_json(json_path, result_dict)
-    bench_report.write_text(out / "bench.md", bench_report.bench_markdown(result_dict))
-    plot = bench_report.bench_plot(result_dict, out / "bench.png")
+    write_result(json_path, result_dict)
+    write_text(out / "bench.md", bench_markdown(result_dict))
+    plot = bench_plot(result_dict, out / "bench.png")
     return {"json": str(json_path), "plot": str(plot), "entries": len(entries)}
 
 
@@ -58,10 +60,10 @@ def parity_all(reference: LoadedModel, artifacts: dict[str, Path], config: Pipel
     results: dict[str, Any] = {}
     for name, path in artifacts.items():
         candidate = load_model(str(path))
-        parity_cfg = ParityConfig(data=config.data, part=part, max_drop=config.max_drop,
+        parity_cfg = ParityConfig(data=config.data, split=part, max_drop=config.max_drop,
                                   min_agreement=config.min_agreement, threads=config.threads)
         results[name] = check_parity(reference, candidate, parity_cfg).to_dict()
         log.info("parity %s: agreement %.4f, passed %s", name, results[name]["agreement"], results[name]["passed"])
     json_path = out / "parity.json"
-    write_json(json_path, results)
+    write_result(json_path, results)
     return {"json": str(json_path), "passed": {k: v["passed"] for k, v in results.items()}}

@@ -1,19 +1,39 @@
-"""Collect the pipeline's numbers into one report dict, draw its plots, write report.html/.md/.json."""
+"""Collect a pipeline run's numbers into one report dict, draw its plots, write report.html/.md/.json.
+
+build_report() reads a plain RunRecord (what the run produced), not the orchestrator, so a report can
+be rebuilt from a run directory's files. Rendering itself lives in toolchain.report.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from toolchain.artifact import atomic_write_text
-from toolchain.pipeline.render import render_html, render_markdown
-
-if TYPE_CHECKING:
-    from toolchain.pipeline.run import Pipeline
+from toolchain.report import write_result, write_text
+from toolchain.report.pipeline import render_html, render_markdown
+from toolchain.report.plots import latency_accuracy_plot
 
 REFERENCE_NAME = "original"
+
+
+@dataclass
+class RunRecord:
+    """What a pipeline run produced, as plain data: stage outputs (pipeline.json's), stage statuses, the run's
+    identity and where it lives."""
+
+    run: str
+    model: str
+    data: str | None
+    out: Path
+    batch_sizes: list[int]
+    reference_name: str
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    artifacts: list[str] = field(default_factory=list)
+    curves: str | None = None  # training curves PNG (this run's, or the checkpoint's run's)
 
 
 def _read(path: str | Path | None) -> dict[str, Any]:
@@ -52,49 +72,26 @@ def build_rows(bench: dict[str, Any], parity: dict[str, Any], reference_name: st
     return rows
 
 
-def latency_accuracy_plot(rows: list[dict[str, Any]], batch: int, path: Path) -> Path | None:
-    """Each artifact as a point: p50 latency at `batch` against accuracy (or agreement)."""
-    from toolchain.plots import pyplot, save_figure
-
-    points = [(r[f"p50_b{batch}_ms"], r["accuracy"] if r["accuracy"] is not None else r["agreement"],
-               f"{r['artifact']} / {r['runner']}") for r in rows]
-    points = [p for p in points if p[0] is not None and p[1] is not None]
-    if not points:
-        return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for latency, acc, label in points:
-        ax.scatter(latency, acc, s=40)
-        ax.annotate(label, (latency, acc), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel(f"p50 latency at batch {batch} (ms, log scale)")
-    ax.set_ylabel("top-1 accuracy" if rows and rows[0]["accuracy"] is not None else "top-1 agreement")
-    ax.set_title("latency vs accuracy")
-    ax.grid(alpha=0.3)
-    return save_figure(fig, path)
-
-
-def build_report(pipe: Pipeline) -> tuple[dict[str, Any], dict[str, str]]:
-    cfg, out, outputs = pipe.config, pipe.out, pipe.outputs
+def build_report(record: RunRecord) -> tuple[dict[str, Any], dict[str, str]]:
+    """The report dict (rows, summary, stages, environment) and the paths of report.html/.md/.json."""
+    out, outputs = Path(record.out), record.outputs
     bench = _read(outputs.get("bench", {}).get("json"))
     parity = _read(outputs.get("parity", {}).get("json"))
     evaluation = outputs.get("eval", {})
-    reference = pipe.reference
-    ref_name = reference.name if reference else ""
     ref_acc = evaluation.get("accuracy")
     if ref_acc is None and parity:
         ref_acc = next(iter(parity.values())).get("top1_ref")
-    rows = build_rows(bench, parity, ref_name, ref_acc, list(cfg.batch_sizes))
+    rows = build_rows(bench, parity, record.reference_name, ref_acc, list(record.batch_sizes))
     plots: dict[str, Any] = {
-        "latency_accuracy": latency_accuracy_plot(rows, min(cfg.batch_sizes), out / "latency_accuracy.png"),
+        "latency_accuracy": latency_accuracy_plot(rows, min(record.batch_sizes), out / "latency_accuracy.png"),
         "throughput": outputs.get("bench", {}).get("plot"),
-        "curves": outputs.get("train", {}).get("curves") or _checkpoint_curves(reference),
+        "curves": outputs.get("train", {}).get("curves") or record.curves,
         "confusion": evaluation.get("files", {}).get("confusion_matrix"),
         "misclassified": evaluation.get("files", {}).get("misclassified"),
     }
     env = bench.get("env", {})
     first = next(iter(parity.values()), {})
-    summary: dict[str, Any] = {"artifacts": len(pipe.artifacts)}
+    summary: dict[str, Any] = {"artifacts": len(record.artifacts)}
     if ref_acc is not None:
         summary["accuracy"] = ref_acc
     passed = [r["passed"] for r in rows if r["passed"] is not None]
@@ -104,22 +101,21 @@ def build_report(pipe: Pipeline) -> tuple[dict[str, Any], dict[str, str]]:
     if best:
         summary["fastest"] = f"{best['artifact']} / {best['runner']} ({best['speedup']:.2f}x)"
     report = {
-        "run": cfg.run, "model": cfg.model, "data": cfg.data or "bundled photos",
+        "run": record.run, "model": record.model, "data": record.data or "bundled photos",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "batch_sizes": list(cfg.batch_sizes), "device": "cpu", "rows": rows, "summary": summary,
-        "stages": pipe.book.summary(), "parity_data": first.get("data", {}).get("source", cfg.data),
-        "env": {k: v for k, v in _flatten_env(env).items()},
+        "batch_sizes": list(record.batch_sizes), "device": "cpu", "rows": rows, "summary": summary,
+        "stages": dict(record.stages), "parity_data": first.get("data", {}).get("source", record.data),
+        "env": dict(_flatten_env(env)),
     }
     files = {"html": str(out / "report.html"), "markdown": str(out / "report.md"), "json": str(out / "report.json")}
-    atomic_write_text(files["html"], render_html(report, plots))
-    atomic_write_text(files["markdown"], render_markdown(report, plots, out))
-    atomic_write_text(files["json"], json.dumps(report, indent=2, default=str))
+    write_text(files["html"], render_html(report, plots))
+    write_text(files["markdown"], render_markdown(report, plots, out))
+    write_result(files["json"], report)
     return report, files
 
 
-def _checkpoint_curves(reference: Any) -> str | None:
+def checkpoint_curves(checkpoint: str | Path | None) -> str | None:
     """A model loaded from a training run still shows that run's curves."""
-    checkpoint = getattr(reference, "checkpoint", None)
     curves = Path(checkpoint).parent / "curves.png" if checkpoint else None
     return str(curves) if curves and curves.is_file() else None
 

@@ -17,6 +17,7 @@ from toolchain.artifact import is_artifact_dir, sha256_file
 from toolchain.errors import UserInputError, first_line
 from toolchain.models import LoadedModel
 from toolchain.pipeline.config import PipelineConfig
+from toolchain.pipeline.report import RunRecord, build_report, checkpoint_curves
 from toolchain.pipeline.state import StageBook
 from toolchain.sources import load_model
 
@@ -26,6 +27,11 @@ Notify = Callable[[str], None]
 
 @dataclass
 class PipelineResult:
+    """The run directory, the report's numbers, each stage's status and the report files.
+
+    Truthy when every artifact met the parity thresholds; `vtool pipeline` turns a failed one into exit 3.
+    """
+
     run_dir: Path
     report: dict[str, Any]
     stages: dict[str, dict[str, Any]]
@@ -34,6 +40,23 @@ class PipelineResult:
     @property
     def failed_parity(self) -> list[str]:
         return [row["artifact"] for row in self.report.get("rows", []) if row.get("passed") is False]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed_parity
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def message(self) -> str:
+        if self.passed:
+            return f"pipeline passed: {self.run_dir}"
+        return (f"parity thresholds not met for: {', '.join(self.failed_parity)} "
+                f"(see {self.files.get('html', self.run_dir)}).")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's numbers plus where its files are (what --json writes)."""
+        return {**self.report, "files": self.files}
 
 
 def _probe(model: LoadedModel) -> None:
@@ -132,7 +155,7 @@ class Pipeline:
 
         def work() -> dict[str, Any]:
             bundle = resolve_bundle(model, self.config.data)
-            result = evaluate(model, bundle, EvalConfig(part="test"), out_dir)
+            result = evaluate(model, bundle, EvalConfig(split="test"), out_dir)
             return {"accuracy": result.accuracy, "top5": result.top5, "n": result.n, "files": result.files}
 
         self.stage("eval", self.source_key(), work, lambda o: Path(o["files"]["metrics"]).is_file())
@@ -204,10 +227,16 @@ class Pipeline:
         self.stage("parity", key, lambda: parity_all(self.reference, self.artifacts, self.config, self.out),
                    lambda o: Path(o["json"]).is_file())
 
-    def report_stage(self) -> dict[str, Any]:
-        from toolchain.pipeline.report import build_report
+    def record(self) -> RunRecord:
+        """What the run produced so far, as plain data (what the report is built from)."""
+        reference = self.reference
+        return RunRecord(run=str(self.config.run), model=self.config.model, data=self.config.data, out=self.out,
+                         batch_sizes=list(self.config.batch_sizes), reference_name=reference.name if reference else "",
+                         outputs=dict(self.outputs), stages=self.book.summary(), artifacts=list(self.artifacts),
+                         curves=checkpoint_curves(reference.checkpoint if reference else None))
 
-        report, files = build_report(self)
+    def report_stage(self) -> dict[str, Any]:
+        report, files = build_report(self.record())
         self.outputs["report"] = files
         return report
 

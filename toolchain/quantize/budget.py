@@ -14,68 +14,31 @@ agreement on augmented photo crops; the first depthwise conv alone brings the ou
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from toolchain.metrics import compare_logits, sqnr_db
+from toolchain.compare import Thresholds, compare
+from toolchain.metrics import sqnr_db
+from toolchain.runners import run_model
+from toolchain.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Budget:
-    """The accuracy gate: both limits apply when both are set."""
+def resolve_budget(max_drop: float | None, min_agreement: float | None, labeled: bool) -> Thresholds:
+    """The INT8 budget as compare.Thresholds (both limits apply when both are set).
 
-    max_drop: float | None
-    min_agreement: float | None
-
-    def check(self, metrics: dict[str, Any]) -> tuple[bool, str]:
-        reasons = []
-        if self.max_drop is not None and metrics.get("top1_delta") is not None:
-            drop = -metrics["top1_delta"]
-            if drop > self.max_drop + 1e-12:
-                reasons.append(f"top-1 drop {drop:.4f} > max {self.max_drop:.4f}")
-        if self.min_agreement is not None and metrics["agreement"] < self.min_agreement - 1e-12:
-            reasons.append(f"agreement {metrics['agreement']:.4f} < min {self.min_agreement:.4f}")
-        return not reasons, "; ".join(reasons) or "within budget"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def resolve_budget(max_drop: float | None, min_agreement: float | None, labeled: bool) -> Budget:
-    """Defaults: 1 point top-1 drop on labeled data, 0.99 agreement on unlabeled data."""
+    Defaults: 1 point top-1 drop on labeled data, 0.99 agreement on unlabeled data.
+    """
     if max_drop is None and min_agreement is None:
-        return Budget(0.01, None) if labeled else Budget(None, 0.99)
+        return Thresholds(max_drop=0.01) if labeled else Thresholds(min_agreement=0.99)
     if not labeled and max_drop is not None and min_agreement is None:
         log.warning("--max-drop needs labeled data; judging by agreement >= 0.99 on unlabeled images instead")
-        return Budget(None, 0.99)
-    return Budget(max_drop if labeled else None, min_agreement)
-
-
-def ort_session(path: str | Path, threads: int | None = None, intermediate: bool = False) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def run_session(session: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    name = session.get_inputs()[0].name
-    outs = [session.run(None, {name: np.ascontiguousarray(x[i:i + batch_size])})[0]
-            for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs).astype(np.float32)
-
-
-def onnx_logits(path: str | Path, x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    return run_session(ort_session(path, threads), x)
+        return Thresholds(min_agreement=0.99)
+    return Thresholds(max_drop=max_drop if labeled else None, min_agreement=min_agreement)
 
 
 def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -84,18 +47,6 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ sensitivity
-
-
-def _with_all_outputs(path: Path, out: Path, names: list[str]) -> None:
-    import onnx
-
-    model = onnx.load(str(path))
-    existing = {o.name for o in model.graph.output}
-    produced = {o for n in model.graph.node for o in n.output}
-    for name in names:
-        if name not in existing and name in produced:
-            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    onnx.save(model, str(out))
 
 
 def fake_quant_weight(weight: np.ndarray, per_channel: bool, reduce_range: bool) -> np.ndarray:
@@ -108,8 +59,9 @@ def fake_quant_weight(weight: np.ndarray, per_channel: bool, reduce_range: bool)
     return (np.clip(np.round(flat / scale), -qmax, qmax) * scale).reshape(w.shape).astype(weight.dtype)
 
 
-def rank_sensitivity(fp32: Path, probe: np.ndarray, candidates: list[str], workdir: Path, per_channel: bool = True,
-                     reduce_range: bool = False, threads: int | None = None) -> list[tuple[str, float]]:
+def rank_sensitivity(fp32: Path, probe: np.ndarray, candidates: list[str], workdir: Path, spec: ModelSpec,
+                     per_channel: bool = True, reduce_range: bool = False,
+                     threads: int | None = None) -> list[tuple[str, float]]:
     """Rank weighted nodes by the output SQNR (dB) of the fp32 model with only that node's weights quantized.
 
     One inference on `probe` (calibration) images per node, no quantizer calls: cheap enough for
@@ -122,7 +74,7 @@ def rank_sensitivity(fp32: Path, probe: np.ndarray, candidates: list[str], workd
 
     model = onnx.load(str(fp32))
     inits = {i.name: i for i in model.graph.initializer}
-    reference = run_session(ort_session(fp32, threads), probe)
+    reference = run_model(fp32, probe, "onnxruntime", spec=spec, threads=threads)
     probe_path = workdir / "sensitivity-probe.onnx"
     ranking = []
     for node in model.graph.node:
@@ -137,7 +89,7 @@ def rank_sensitivity(fp32: Path, probe: np.ndarray, candidates: list[str], workd
         init.CopyFrom(numpy_helper.from_array(fake_quant_weight(original, per_channel, reduce_range), weight_name))
         try:
             onnx.save(model, str(probe_path))
-            out = run_session(ort_session(probe_path, threads), probe)
+            out = run_model(probe_path, probe, "onnxruntime", spec=spec, threads=threads)
         finally:
             init.CopyFrom(numpy_helper.from_array(original, weight_name))
         ranking.append((node.name, float(min(sqnr_db(reference, out), 200.0))))
@@ -164,11 +116,12 @@ class Attempt:
                 "passed": self.passed, "reason": self.reason}
 
 
-def judge(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None, budget: Budget,
+def judge(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None, budget: Thresholds,
           class_names: tuple[str, ...] = ()) -> tuple[dict[str, Any], bool, str]:
-    metrics = compare_logits(reference, candidate, labels, class_names)
-    passed, reason = budget.check(metrics)
-    return metrics, passed, reason
+    """Metrics of one candidate, whether it meets the budget, and why not ('within budget' when it does)."""
+    result = compare(reference, candidate, budget, labels, class_names)
+    failures = result.check()
+    return result.metrics, not failures, "; ".join(failures) or "within budget"
 
 
 def exclusion_steps(max_nodes: int, available: int) -> list[int]:
@@ -193,5 +146,3 @@ def table(attempts: list[Attempt]) -> str:
         parts.append(f"[{a.step}: {a.calibration}, {len(a.float_nodes)} float -> {figure}]")
     return " ".join(parts)
 
-
-Evaluate = Callable[[Path], np.ndarray]

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolchain.compare import Thresholds
 from toolchain.errors import UserInputError, check_choice
 
 MODES = ("ptq", "qat", "dynamic", "fp16")
@@ -134,10 +135,7 @@ class QuantConfig:
             raise UserInputError(f"--samples must be >= 1 calibration images, got {self.samples}; try 256.")
         if self.batch_size < 1:
             raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}.")
-        if self.max_drop is not None and not 0.0 <= self.max_drop < 1.0:
-            raise UserInputError(f"--max-drop must be a fraction in [0, 1), got {self.max_drop}; e.g. 0.01 = 1 point.")
-        if self.min_agreement is not None and not 0.0 < self.min_agreement <= 1.0:
-            raise UserInputError(f"--min-agreement must be in (0, 1], got {self.min_agreement}; e.g. 0.99.")
+        Thresholds(max_drop=self.max_drop, min_agreement=self.min_agreement)  # the one range check (compare.py)
         if self.eval_samples is not None and self.eval_samples < 1:
             raise UserInputError(f"--eval-samples must be >= 1, got {self.eval_samples}.")
         if self.max_float_nodes < 0:

@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.artifact import Artifact, bare_model_artifact, is_artifact_dir
+from toolchain.artifact import Artifact, is_artifact_dir
+from toolchain.compare import Thresholds
 from toolchain.errors import ThresholdError, UserInputError
 from toolchain.models import LoadedModel
 from toolchain.quantize import budget as bud
 from toolchain.quantize import ort_ptq
 from toolchain.quantize.calib import QuantData
 from toolchain.quantize.config import HardwareProfile, QuantConfig
+from toolchain.runners import run_model
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +120,6 @@ def fp32_onnx(model: LoadedModel, workdir: Path, data: str | None) -> tuple[Path
                                        "export": result.artifact.manifest.export}
 
 
-def reference_logits(model: LoadedModel, x: np.ndarray, threads: int | None) -> np.ndarray:
-    from toolchain.runners import get_runner
-
-    with get_runner("auto", model, threads=threads) as runner:
-        return np.concatenate([runner.infer(x[i:i + 64]) for i in range(0, len(x), 64)])
-
-
 # ------------------------------------------------------------------ static PTQ with fallback
 
 
@@ -136,7 +131,7 @@ def _settings(config: QuantConfig, resolved: dict[str, Any], calibration: str, v
     )
 
 
-def static_ptq(pre: Path, data: QuantData, config: QuantConfig, resolved: dict[str, Any], budget: bud.Budget,
+def static_ptq(pre: Path, data: QuantData, config: QuantConfig, resolved: dict[str, Any], budget: Thresholds,
                ref: np.ndarray, workdir: Path, vit: bool) -> tuple[Path, list[bud.Attempt], dict[str, Any]]:
     """Static QDQ; on a missed budget try other calibrations, then keep the most sensitive layers float."""
     quantizer = ort_ptq.StaticQuantizer(pre, workdir, data)
@@ -149,7 +144,7 @@ def static_ptq(pre: Path, data: QuantData, config: QuantConfig, resolved: dict[s
     def attempt(step: str, calibration: str, float_nodes: list[str]) -> bud.Attempt:
         out = workdir / f"int8-{len(attempts)}.onnx"
         quantizer.quantize(_settings(config, resolved, calibration, vit), out, base_exclude + float_nodes)
-        cand = bud.onnx_logits(out, data.eval_x, config.threads)
+        cand = run_model(out, data.eval_x, "onnxruntime", spec=data.spec, threads=config.threads)
         metrics, passed, reason = bud.judge(ref, cand, data.eval_labels, budget, data.spec.labels)
         result = bud.Attempt(step, calibration, list(float_nodes), bud.summarize(metrics), passed, reason)
         result.path = out  # type: ignore[attr-defined]
@@ -172,7 +167,7 @@ def static_ptq(pre: Path, data: QuantData, config: QuantConfig, resolved: dict[s
             candidates = [n for n in ort_ptq.quantizable_nodes(pre, None if not vit else ort_ptq.VIT_OP_TYPES)
                           if n not in base_exclude]
             probe = next(iter(data.calibration()))[:16].astype(np.float32)
-            ranking = bud.rank_sensitivity(pre, probe, candidates, workdir, config.per_channel,
+            ranking = bud.rank_sensitivity(pre, probe, candidates, workdir, data.spec, config.per_channel,
                                            resolved["reduce_range"], config.threads)
             extra["sensitivity"] = [{"node": n, "weight_sqnr_db": round(v, 2)} for n, v in ranking[:20]]
             calibration = best.calibration
@@ -200,10 +195,6 @@ def _score(attempt: bud.Attempt) -> tuple[bool, float]:
 
 
 # ------------------------------------------------------------------ the stage
-
-
-def _as_loaded(path: Path, spec: Any, name: str) -> LoadedModel:
-    return LoadedModel(spec, f"quantize:{name}", artifact=bare_model_artifact(path, spec))
 
 
 def _check_dest(dest: Path) -> None:

@@ -145,16 +145,6 @@ def qat(module: Any, spec: ModelSpec, bundle: Any, epochs: int, lr: float, reduc
     return convert_pt2e(prepared), history
 
 
-def torch_logits(module: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    import torch
-
-    outs = []
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            outs.append(module(torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size]))).float().numpy())
-    return np.concatenate(outs).astype(np.float32)
-
-
 def save_pt2(converted: Any, spec: ModelSpec, path: Path) -> None:
     """Save the converted graph as an ExportedProgram `.pt2` with a dynamic batch."""
     import torch

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.artifact import FORMAT_FILES, Manifest, write_artifact
+from toolchain.compare import Thresholds
 from toolchain.data import DataBundle
 from toolchain.errors import UserInputError
 from toolchain.models import LoadedModel
@@ -22,16 +23,15 @@ from toolchain.quantize.config import QuantConfig
 from toolchain.quantize.core import (
     QuantBudgetError,
     QuantResult,
-    _as_loaded,
     _check_dest,
     _data_name,
     _explain_speed,
     check_source,
     default_out,
     fp32_onnx,
-    reference_logits,
     static_ptq,
 )
+from toolchain.runners import run_model
 from toolchain.sources import load_model
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def quantize(model: LoadedModel | str, data: DataBundle | str | np.ndarray | Qua
              config.backend, hardware.target, resolved["reduce_range"])
     with tempfile.TemporaryDirectory(prefix=".vtool-quant-") as tmp:
         work = Path(tmp)
-        ref = reference_logits(loaded, qdata.eval_x, config.threads)
+        ref = run_model(loaded, qdata.eval_x, threads=config.threads)
         record: dict[str, Any] = {"hardware": hardware.to_dict(), "resolved": resolved, "budget": budget.to_dict()}
         attempts: list[bud.Attempt] = []
         fp32_path: Path | None = None
@@ -76,7 +76,7 @@ def quantize(model: LoadedModel | str, data: DataBundle | str | np.ndarray | Qua
             ort_ptq.check_input_shape(fp32_path, (loaded.spec.channels, *loaded.spec.input_size))
             record.update(info)
         candidate, fmt = _run_mode(loaded, qdata, config, resolved, budget, ref, work, fp32_path, record, attempts)
-        cand_model = _as_loaded(candidate, loaded.spec, candidate.name)
+        cand_model = LoadedModel.from_file(candidate, loaded.spec, f"quantize:{candidate.name}")
         final = attempts[-1] if attempts and attempts[-1].passed else None
         chosen = record.pop("chosen", None) or final or (attempts[-1] if attempts else None)
         passed = bool(chosen and chosen.passed)
@@ -109,13 +109,18 @@ def quantize(model: LoadedModel | str, data: DataBundle | str | np.ndarray | Qua
     return QuantResult(artifact, summary, [a.row() for a in attempts])
 
 
+def _torch_logits(converted: Any, spec: Any, x: np.ndarray) -> np.ndarray:
+    """A torchao-converted graph (in memory) run through the eager torch runner."""
+    return run_model(LoadedModel(spec, "quantize:torchao-pt2e", module=converted), x, "torch")
+
+
 def _recorded_data_config(loaded: LoadedModel) -> dict[str, Any]:
     if loaded.artifact is not None and loaded.artifact.manifest.source.get("data_config"):
         return {"data_config": loaded.artifact.manifest.source["data_config"]}
     return {}
 
 
-def _run_mode(loaded: LoadedModel, qdata: Any, config: QuantConfig, resolved: dict[str, Any], budget: bud.Budget,
+def _run_mode(loaded: LoadedModel, qdata: Any, config: QuantConfig, resolved: dict[str, Any], budget: Thresholds,
               ref: np.ndarray, work: Path, fp32_path: Path | None, record: dict[str, Any],
               attempts: list[bud.Attempt]) -> tuple[Path, str]:
     """Produce the candidate model file; append what was judged to `attempts`."""
@@ -148,7 +153,7 @@ def _run_mode(loaded: LoadedModel, qdata: Any, config: QuantConfig, resolved: di
         converted = pt2e.ptq(loaded.module, spec, batches, resolved["reduce_range"])
         record["calibration_set"] = {**qdata.description.get("calibration", {}), **batches.finish()}
         record["settings"] = pt2e.describe(False, resolved["reduce_range"])
-        judge("torchao-pt2e", pt2e.torch_logits(converted, qdata.eval_x))
+        judge("torchao-pt2e", _torch_logits(converted, spec, qdata.eval_x))
         path = work / "model.pt2"
         pt2e.save_pt2(converted, spec, path)
         return path, "pt2"
@@ -165,11 +170,11 @@ def _run_mode(loaded: LoadedModel, qdata: Any, config: QuantConfig, resolved: di
         if config.backend == "torchao":
             path = work / "model.pt2"
             pt2e.save_pt2(converted, spec, path)
-            judge("qat-pt2e", pt2e.torch_logits(converted, qdata.eval_x))
+            judge("qat-pt2e", _torch_logits(converted, spec, qdata.eval_x))
             return path, "pt2"
         path = work / "model.onnx"
         pt2e.export_onnx(converted, spec, path)
-        judge("qat-onnx", bud.onnx_logits(path, qdata.eval_x, config.threads))
+        judge("qat-onnx", run_model(path, qdata.eval_x, "onnxruntime", spec=spec, threads=config.threads))
         return path, "onnx"
     path = work / "model.onnx"
     if config.mode == "dynamic":
@@ -179,7 +184,7 @@ def _run_mode(loaded: LoadedModel, qdata: Any, config: QuantConfig, resolved: di
                                                       resolved["weight_type"], config.nodes_to_exclude)
     else:
         record["settings"] = dynamic.convert_fp16(fp32_path, path)
-    judge(config.mode, bud.onnx_logits(path, qdata.eval_x, config.threads))
+    judge(config.mode, run_model(path, qdata.eval_x, "onnxruntime", spec=spec, threads=config.threads))
     return path, "onnx"
 
 
@@ -222,7 +227,7 @@ def _torch_bytes(loaded: LoadedModel) -> int:
     return int(sum(p.numel() * p.element_size() for p in loaded.module.state_dict().values()))
 
 
-def _parity_entry(chosen: bud.Attempt | None, budget: bud.Budget) -> dict[str, Any]:
+def _parity_entry(chosen: bud.Attempt | None, budget: Thresholds) -> dict[str, Any]:
     metrics = dict(chosen.metrics) if chosen else {}
     return {**metrics, "thresholds": budget.to_dict(), "passed": bool(chosen and chosen.passed),
             "reference": "fp32 source model", "data": "held-out (validation split or evaluation crops)",
@@ -238,7 +243,7 @@ def _speed(loaded: LoadedModel, fp32_path: Path | None, candidate: LoadedModel, 
     cand_runner = "onnxruntime" if candidate.artifact.format == "onnx" else "pt2"
     models: dict[str, tuple[LoadedModel, str]] = {"quantized": (candidate, cand_runner)}
     if fp32_path is not None:
-        models["fp32_onnx"] = (_as_loaded(fp32_path, loaded.spec, "fp32"), "onnxruntime")
+        models["fp32_onnx"] = (LoadedModel.from_file(fp32_path, loaded.spec, "quantize:fp32"), "onnxruntime")
     if loaded.is_torch:
         models["fp32_torch"] = (loaded, "torch")
     try:

@@ -1,4 +1,10 @@
-"""Backends as Runners: `with get_runner("onnxruntime", model, device="cpu") as r: r.infer(x)`.
+"""Backends as Runners, the only way vtool runs a model (Polygraphy's loader/runner split):
+
+    with get_runner("onnxruntime", model, device="cpu") as r:          # a LoadedModel (checkpoint, artifact...)
+        logits = r.infer_batched(x)
+    with get_runner("auto", "work/int8.onnx", spec=spec, threads=2) as r:   # or a model file plus its ModelSpec
+        ...
+    logits = run_model(model, x)                                        # load, infer in batches, close
 
 Runner modules are imported lazily, so asking for one never imports the others' libraries.
 """
@@ -7,12 +13,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from toolchain.artifact import require_usable
 from toolchain.errors import MissingDependencyError, UserInputError, did_you_mean
-from toolchain.models import LoadedModel
+from toolchain.models.loaded import LoadedModel
 from toolchain.runners.base import DEVICES, Runner
+from toolchain.spec import ModelSpec
 
 # name -> (module, class, python package it needs, formats it runs)
 RUNNERS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
@@ -25,10 +35,6 @@ RUNNERS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
 }
 
 DEFAULT_RUNNER = {"torch": "torch", "onnx": "onnxruntime", "pt2": "pt2", "torchscript": "torchscript"}
-
-
-def register_runner(name: str, module: str, cls: str, package: str, formats: tuple[str, ...]) -> None:
-    RUNNERS[name] = (module, cls, package, formats)
 
 
 def installed_runners() -> list[str]:
@@ -52,9 +58,17 @@ def default_runner(model: LoadedModel) -> str:
     return DEFAULT_RUNNER[fmt]
 
 
-def get_runner(name: str, model: LoadedModel, device: str = "cpu", threads: int | None = None,
-               **options: Any) -> Runner:
-    """Build (not yet load) a Runner; unknown, missing or mismatched backends are one-line errors."""
+def get_runner(name: str, model: LoadedModel | str | Path, device: str = "cpu", threads: int | None = None, *,
+               spec: ModelSpec | None = None, **options: Any) -> Runner:
+    """Build (not yet load) a Runner for a LoadedModel, or for a model file given with its `spec`.
+
+    Unknown, missing or mismatched backends are one-line errors; "auto" picks the format's default runner.
+    """
+    if not isinstance(model, LoadedModel):
+        if spec is None:
+            raise UserInputError(f"A runner for the file '{model}' needs its ModelSpec (input size, classes): "
+                                 "pass spec=..., or load the model with toolchain.load_model first.")
+        model = LoadedModel.from_file(model, spec)
     if name == "auto":
         name = default_runner(model)
     if name not in RUNNERS:
@@ -85,4 +99,12 @@ def get_runner(name: str, model: LoadedModel, device: str = "cpu", threads: int 
     return cls(model, device=device, threads=threads, **options)
 
 
-__all__ = ["Runner", "get_runner", "installed_runners", "runners_for", "default_runner", "register_runner"]
+def run_model(model: LoadedModel | str | Path, x: np.ndarray, runner: str = "auto", *, spec: ModelSpec | None = None,
+              device: str = "cpu", threads: int | None = None, batch_size: int = 64, **options: Any) -> np.ndarray:
+    """Load a runner, return the logits for all of `x` (Runner.infer_batched), close it."""
+    with get_runner(runner, model, device=device, threads=threads, spec=spec, **options) as r:
+        return r.infer_batched(x, batch_size)
+
+
+__all__ = ["DEFAULT_RUNNER", "RUNNERS", "Runner", "default_runner", "get_runner", "installed_runners", "model_format",
+           "run_model", "runners_for"]

@@ -21,8 +21,6 @@ class Runner(abc.ABC):
     """One backend running one model on one device. Use as a context manager."""
 
     name: str = "base"
-    #: artifact formats this runner can execute; "torch" means an eager nn.Module
-    formats: tuple[str, ...] = ()
     devices: tuple[str, ...] = ("cpu",)
 
     def __init__(self, model: LoadedModel, device: str = "cpu", threads: int | None = None, **options: Any) -> None:
@@ -58,6 +56,16 @@ class Runner(abc.ABC):
         if not self.loaded:
             self.load()
         return np.asarray(self.infer_impl(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
+
+    def infer_batched(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Logits for all of `x`, fed in chunks of `batch_size` (the last one may be smaller): the one place
+        vtool runs a whole image set through a model."""
+        if batch_size < 1:
+            raise UserInputError(f"batch size must be >= 1, got {batch_size}.")
+        if len(x) == 0:
+            self.check_input(x)
+            return np.zeros((0, self.spec.num_classes), dtype=np.float32)
+        return np.concatenate([self.infer(x[i : i + batch_size]) for i in range(0, len(x), batch_size)], axis=0)
 
     def check_input(self, batch: np.ndarray) -> None:
         expected = (self.spec.channels, *self.spec.input_size)

@@ -27,34 +27,61 @@ def providers_for(device: str, available: list[str]) -> list[str]:
     return [wanted, "CPUExecutionProvider"] if device == "cuda" else [wanted]
 
 
+def session_options(threads: int | None, graph_optimization: str = "all", inter_op_threads: int = 1,
+                    log_level: int = 3) -> Any:
+    """ORT SessionOptions: intra-op threads (None: ORT's own), graph optimisation level, log severity (3: errors)."""
+    import onnxruntime as ort
+
+    if graph_optimization not in GRAPH_LEVELS:
+        raise UserInputError(f"graph_optimization '{graph_optimization}' must be one of {', '.join(GRAPH_LEVELS)}.")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = int(inter_op_threads)
+    opts.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[graph_optimization]
+    opts.log_severity_level = int(log_level)
+    return opts
+
+
+def with_outputs(path: Any, names: list[str]) -> bytes:
+    """The model at `path` with the named intermediate tensors added as graph outputs (serialized, in memory)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    existing = {o.name for o in model.graph.output}
+    produced = {o for n in model.graph.node for o in n.output}
+    unknown = [n for n in names if n not in produced and n not in existing]
+    if unknown:
+        raise UserInputError(f"{path} has no tensor named {', '.join(unknown[:5])}; expose_outputs names node outputs.")
+    for name in names:
+        if name not in existing:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return model.SerializeToString()
+
+
 class OnnxRuntimeRunner(Runner):
-    """Options: graph_optimization ('all' default), inter_op_threads (1)."""
+    """Options: graph_optimization ('all' default), inter_op_threads (1), log_level (3: errors only),
+    expose_outputs (intermediate tensor names added as graph outputs, for `run_outputs`)."""
 
     name = "onnxruntime"
-    formats = ("onnx",)
     devices = ("cpu", "cuda")
 
     def load_impl(self) -> None:
         import onnxruntime as ort
 
-        level = self.options.get("graph_optimization", "all")
-        if level not in GRAPH_LEVELS:
-            raise UserInputError(f"graph_optimization '{level}' must be one of {', '.join(GRAPH_LEVELS)}.")
+        opts = session_options(self.threads, self.options.get("graph_optimization", "all"),
+                               self.options.get("inter_op_threads", 1), self.options.get("log_level", 3))
         providers = providers_for(self.device, ort.get_available_providers())
-        opts = ort.SessionOptions()
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = int(self.options.get("inter_op_threads", 1))
-        opts.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[level]
-        opts.log_severity_level = 3
         path = self.model.artifact.model_path
+        expose = list(self.options.get("expose_outputs") or [])
+        source = with_outputs(path, expose) if expose else str(path)
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            self.session = ort.InferenceSession(source, sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/NoSuchFile types
             raise ArtifactError(
                 f"onnxruntime cannot load '{path}' ({first_line(exc)}); the file is corrupt or not ONNX: re-export it."
@@ -67,14 +94,39 @@ class OnnxRuntimeRunner(Runner):
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        # infer() computes only the logits when intermediates are exposed (None: every output, the plain graph's one)
+        self.logits_only = self.outputs[:1] if expose else None
 
-    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+    @property
+    def output_names(self) -> list[str]:
+        """Graph outputs in order (the first is the logits; exposed intermediates follow)."""
+        self.load()
+        return list(self.outputs)
+
+    def _check_batch(self, batch: np.ndarray) -> None:
         if self.fixed_batch is not None and batch.shape[0] != self.fixed_batch:
             raise UserInputError(
                 f"{self.model.name} was exported with a static batch of {self.fixed_batch}, got a batch of "
                 f"{batch.shape[0]}; re-export without --static-batch or use batch size {self.fixed_batch}."
             )
-        return self.session.run(None, {self.input_name: batch})[0]
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        self._check_batch(batch)
+        return self.session.run(self.logits_only, {self.input_name: batch})[0]
+
+    def run_outputs(self, batch: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Every graph output (or the named ones) for one batch, as float arrays keyed by tensor name."""
+        self.check_input(batch)
+        self.load()
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        self._check_batch(batch)
+        wanted = list(names) if names is not None else self.output_names
+        missing = [n for n in wanted if n not in self.output_names]
+        if missing:
+            raise UserInputError(f"{self.model.name} has no output {', '.join(missing[:5])}; outputs: "
+                                 f"{', '.join(self.output_names[:8])} (add intermediates with expose_outputs).")
+        return dict(zip(wanted, self.session.run(wanted, {self.input_name: batch}), strict=True))
 
     def close_impl(self) -> None:
         self.session = None

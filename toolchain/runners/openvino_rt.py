@@ -21,7 +21,6 @@ class OpenVinoRunner(Runner):
     """
 
     name = "openvino"
-    formats = ("onnx",)
     devices = ("cpu",)
 
     def load_impl(self) -> None:

@@ -10,7 +10,6 @@ from toolchain.runners.torch_eager import TorchModuleRunner
 
 class Pt2Runner(TorchModuleRunner):
     name = "pt2"
-    formats = ("pt2",)
 
     def build_module(self) -> Any:
         import torch

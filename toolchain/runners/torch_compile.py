@@ -21,7 +21,6 @@ class TorchCompileRunner(TorchRunner):
     """
 
     name = "torch-compile"
-    formats = ("torch",)
     devices = ("cpu", "cuda")
 
     def load_impl(self) -> None:

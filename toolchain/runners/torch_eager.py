@@ -63,12 +63,16 @@ class TorchModuleRunner(Runner):
 
 class TorchRunner(TorchModuleRunner):
     name = "torch"
-    formats = ("torch",)
 
     def build_module(self) -> Any:
         import torch
 
-        module = self.model.module.eval().to(self.device)
+        module = self.model.module
+        try:
+            module = module.eval()
+        except NotImplementedError:  # torch.export graphs (e.g. torchao PT2E INT8) refuse .eval(): already inference
+            pass
+        module = module.to(self.device)
         if self.options.get("channels_last"):
             module = module.to(memory_format=torch.channels_last)
         return module

@@ -10,7 +10,6 @@ from toolchain.runners.torch_eager import TorchModuleRunner
 
 class TorchScriptRunner(TorchModuleRunner):
     name = "torchscript"
-    formats = ("torchscript",)
 
     def build_module(self) -> Any:
         import torch

@@ -64,7 +64,7 @@ def _train_into(
 ) -> TrainResult:
     import torch
 
-    from toolchain import plots
+    from toolchain.report import plots
     from toolchain.train import augment
 
     start = time.perf_counter()

@@ -1,6 +1,7 @@
-"""Render the pipeline report: self-contained HTML (plots embedded as base64) and Markdown.
+"""The pipeline report rendered: the artifact table (terminal, Markdown), and one self-contained HTML page
+with every plot embedded as base64.
 
-Rendering only: it takes the numbers the stages produced and lays them out.
+Rendering only: it takes the numbers the stages produced (pipeline/report.py collects them) and lays them out.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import base64
 import html
 from pathlib import Path
 from typing import Any
+
+from toolchain.report.format import fmt_cell, markdown_table
 
 
 def columns(batch_sizes: list[int]) -> list[tuple[str, str]]:
@@ -22,30 +25,24 @@ def columns(batch_sizes: list[int]) -> list[tuple[str, str]]:
     ]
 
 
-def fmt(value: Any, key: str = "") -> str:
-    """One cell: numbers rounded for reading, missing values as an en dash."""
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "pass" if value else "FAIL"
-    if isinstance(value, float):
-        if key in ("accuracy", "agreement"):
-            return f"{value:.4f}"
-        if key == "top1_delta":
-            return f"{value * 100:+.2f} pt"
-        if key == "speedup":
-            return f"{value:.2f}x"
-        if key == "throughput_ips":
-            return f"{value:,.0f}"
-        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
+def markdown_rows(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> str:
+    """The artifact table as Markdown."""
+    return markdown_table([title for _, title in cols], [[fmt_cell(row.get(key), key) for key, _ in cols]
+                                                          for row in rows])
 
 
-def markdown_table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> str:
-    head = "| " + " | ".join(title for _, title in cols) + " |"
-    rule = "|" + "|".join("---" for _ in cols) + "|"
-    body = ["| " + " | ".join(fmt(row.get(key), key) for key, _ in cols) + " |" for row in rows]
-    return "\n".join([head, rule, *body])
+def rich_table(report: dict[str, Any]) -> Any:
+    """The artifact table for the terminal (format column left out: the artifact name says it)."""
+    from rich import box
+    from rich.table import Table
+
+    cols = [c for c in columns(report.get("batch_sizes", [1])) if c[0] != "format"]
+    table = Table(title=f"vtool pipeline: {report.get('run')}", box=box.SIMPLE_HEAD)
+    for _, title in cols:
+        table.add_column(title, justify="left" if title in ("artifact", "runner") else "right")
+    for row in report.get("rows", []):
+        table.add_row(*(fmt_cell(row.get(key), key) for key, _ in cols))
+    return table
 
 
 def _img(path: str | Path | None, alt: str) -> str:
@@ -65,7 +62,7 @@ def _html_table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> str:
             cls = ""
             if key == "passed" and row.get(key) is not None:
                 cls = " class='pass'" if row[key] else " class='fail'"
-            cells.append(f"<td{cls}>{html.escape(fmt(row.get(key), key))}</td>")
+            cells.append(f"<td{cls}>{html.escape(fmt_cell(row.get(key), key))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -98,7 +95,7 @@ def render_html(report: dict[str, Any], plots: dict[str, str | Path | None]) -> 
     """The whole report as one HTML page with every plot embedded."""
     summary = report.get("summary", {})
     cards = "".join(
-        f"<div class='card'>{html.escape(k)}<b>{html.escape(fmt(v, k))}</b></div>" for k, v in summary.items()
+        f"<div class='card'>{html.escape(k)}<b>{html.escape(fmt_cell(v, k))}</b></div>" for k, v in summary.items()
     )
     stages = report.get("stages", {})
     stage_rows = "".join(
@@ -140,7 +137,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str | Path | None],
         "",
         "## Artifacts",
         "",
-        markdown_table(report.get("rows", []), columns(report.get("batch_sizes", [1]))),
+        markdown_rows(report.get("rows", []), columns(report.get("batch_sizes", [1]))),
         "",
         "## Plots",
         "",

@@ -1,58 +1,22 @@
-"""Rendering only (no measuring): rich tables, Markdown, matplotlib PNG plots and JSON for results.
+"""Bench results rendered (no measuring): the ranked rich table, Markdown, the --compare and --preprocess tables.
 
 Every function takes the plain-dict form of a result (what `--json` writes), so a report can be
-rendered again later from a saved file. Small functions, meant to be reused by other reports.
+rendered again later from a saved file.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-from toolchain.bench.result import entry_label, rank_entries
-from toolchain.plots import pyplot, save_figure
+from toolchain.bench.result import rank_entries
+from toolchain.report.format import fmt_batch, fmt_ms, fmt_speedup, fmt_threads, markdown_table
 
 log = logging.getLogger(__name__)
 
 
-# ------------------------------------------------------------------ formatting helpers
-
-
-def fmt_ms(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.0f}"
-
-
-def fmt_count(value: int | float | None) -> str:
-    """12345678 -> '12.3M'; None -> 'n/a'."""
-    if value is None:
-        return "n/a"
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= size:
-            return f"{value / size:.1f}{unit}"
-    return str(int(value))
-
-
-def fmt_speedup(speedup: float | None, is_ref: bool) -> str:
-    if is_ref:
-        return "1.00x (ref)"
-    return "n/a" if speedup is None else f"{speedup:.2f}x"
-
-
-def fmt_threads(value: int | None) -> str:
-    return "auto" if value is None else str(value)
-
-
 BENCH_COLUMNS = ("model", "runner", "prec", "batch", "p50 ms", "p90 ms", "p99 ms", "cv", "img/s", "speedup",
                  "load s", "1st ms", "rss MB", "size MB")
-
-
-def fmt_batch(entry: dict[str, Any]) -> str:
-    """'32', or '32 x4' for 4 concurrent requests of batch 32."""
-    conc = int(entry.get("concurrency", 1))
-    return str(entry["batch_size"]) + (f" x{conc}" if conc > 1 else "")
 
 
 def bench_rows(result: dict[str, Any]) -> list[list[str]]:
@@ -119,12 +83,6 @@ def bench_table(result: dict[str, Any]) -> Any:
     return table
 
 
-def markdown_table(headers: list[str] | tuple[str, ...], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def bench_markdown(result: dict[str, Any]) -> str:
     """A Markdown report: environment line, the ranked table, notes."""
     parts = ["# vtool bench", "", f"Environment: {env_line(result.get('env', {}))}", "",
@@ -138,20 +96,6 @@ def bench_markdown(result: dict[str, Any]) -> str:
     if notes:
         parts += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(parts)
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    from toolchain.artifact import atomic_write_text
-
-    atomic_write_text(path, text)
-    return Path(path)
-
-
-def write_json(path: str | Path, data: dict[str, Any]) -> Path:
-    from toolchain.sources import write_json as _write_json
-
-    _write_json(path, data)
-    return Path(path)
 
 
 # ------------------------------------------------------------------ comparison and preprocessing
@@ -191,60 +135,3 @@ def preprocess_table(rows: list[dict[str, Any]]) -> Any:
                       fmt_ms(row["ms_per_image"]["p50"]), fmt_ms(row["ms_per_image"]["p90"]),
                       f"{row['images_per_s'] / fastest:.2f}x", "x".join(map(str, row["output_shape"])))
     return table
-
-
-# ------------------------------------------------------------------ plots
-
-
-
-
-def plot_latency_vs_batch(ax: Any, entries: list[dict[str, Any]]) -> None:
-    """p50 latency (ms, log scale) against batch size, one line per (model, runner) at concurrency 1."""
-    series: dict[str, list[tuple[int, float]]] = {}
-    for e in entries:
-        if int(e.get("concurrency", 1)) == 1:
-            point = (int(e["batch_size"]), float(e["latency_ms"]["p50"]))
-            series.setdefault(f"{e['model']} / {e['runner']}", []).append(point)
-    for label, points in series.items():
-        points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-    batches = sorted({p[0] for points in series.values() for p in points})
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
-
-    if batches:
-        ax.set_xticks(batches, [str(b) for b in batches])
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlim(batches[0] / 1.5, batches[-1] * 1.5)
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("p50 latency per batch (ms)")
-    ax.set_title("Latency vs batch size")
-    ax.grid(True, which="both", alpha=0.3)
-    if series:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.15), ncols=2, frameon=False)
-
-
-def plot_throughput_bars(ax: Any, entries: list[dict[str, Any]]) -> None:
-    """Horizontal throughput bars (images/s), fastest at the top."""
-    ordered = sorted(entries, key=lambda e: e["throughput_ips"])
-    labels = [entry_label(e) for e in ordered]
-    ax.barh(range(len(ordered)), [e["throughput_ips"] for e in ordered], color="tab:blue")
-    ax.set_yticks(range(len(ordered)), labels, fontsize=7)
-    ax.set_xlabel("throughput (images/s)")
-    ax.set_title("Throughput")
-    ax.grid(True, axis="x", alpha=0.3)
-
-
-def bench_plot(result: dict[str, Any], path: str | Path) -> Path:
-    """Write a PNG with latency vs batch size (per runner) and throughput bars."""
-    plt = pyplot()
-    entries = result["entries"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(4.5, 0.28 * len(entries) + 2.0)), layout="constrained")
-    plot_latency_vs_batch(left, entries)
-    plot_throughput_bars(right, entries)
-    fig.suptitle(env_line(result.get("env", {})), fontsize=8)
-    return save_figure(fig, path)
