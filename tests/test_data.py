@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from foundation_helpers import assert_one_line_error, cli, image_folder, one_torch_thread  # noqa: F401
+from helpers import image_folder, one_line_error, one_torch_thread, run_cli  # noqa: F401
 
 from toolchain.data import DataConfig, image_folder_samples, load_data, stratified_split
 from toolchain.errors import UserInputError, VtoolError
@@ -98,11 +98,11 @@ def test_bad_image_folder_library(tmp_path, make_bad) -> None:
 def test_bad_image_folder_cli(tmp_path, make_bad) -> None:
     root = tmp_path / "data"
     match = make_bad(root)
-    result = cli("train", "--model", "tiny-cnn", "--data", root, "--epochs", 1, "--out", tmp_path / "run")
-    assert_one_line_error(result, match)
+    result = run_cli("train", "--model", "tiny-cnn", "--data", root, "--epochs", 1, "--out", tmp_path / "run")
+    one_line_error(result, match)
     assert not (tmp_path / "run").exists()
 
 
 def test_missing_data_dir_cli(tmp_path) -> None:
-    result = cli("train", "--model", "tiny-cnn", "--data", tmp_path / "nope", "--out", tmp_path / "run")
-    assert_one_line_error(result, "Unknown data source")
+    result = run_cli("train", "--model", "tiny-cnn", "--data", tmp_path / "nope", "--out", tmp_path / "run")
+    one_line_error(result, "Unknown data source")

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from foundation_helpers import assert_one_line_error, cli, one_torch_thread  # noqa: F401
+from helpers import one_line_error, one_torch_thread, run_cli  # noqa: F401
 
 from toolchain.data import DataConfig, load_data
 from toolchain.errors import UserInputError
@@ -61,22 +61,22 @@ def test_eval_config_validation() -> None:
 
 
 def test_eval_cli(trained_tiny_cnn, tmp_path) -> None:
-    result = cli("eval", "--model", trained_tiny_cnn, "--split", "val", "--out", tmp_path / "ev",
+    result = run_cli("eval", "--model", trained_tiny_cnn, "--split", "val", "--out", tmp_path / "ev",
                  "--json", tmp_path / "m.json")
     assert result.exit_code == 0, result.stderr
     data = json.loads((tmp_path / "m.json").read_text())
     assert data["part"] == "val" and data["n"] > 0 and len(data["confusion_matrix"]) == 10
     assert (tmp_path / "ev" / "confusion_matrix.png").exists()
-    bad = cli("eval", "--model", trained_tiny_cnn, "--split", "dev")
-    assert_one_line_error(bad, "Unknown split")
-    no_data = cli("eval", "--model", "tiny-cnn")
-    assert_one_line_error(no_data, "pass --data")
+    bad = run_cli("eval", "--model", trained_tiny_cnn, "--split", "dev")
+    one_line_error(bad, "Unknown split")
+    no_data = run_cli("eval", "--model", "tiny-cnn")
+    one_line_error(no_data, "pass --data")
 
 
 def test_eval_of_a_run_dir_writes_beside_it(tmp_path) -> None:
     out = tmp_path / "run"
-    assert cli("train", "--model", "tiny-cnn", "--data", "synthetic", "--epochs", 1, "--out", out).exit_code == 0
-    result = cli("eval", str(out))
+    assert run_cli("train", "--model", "tiny-cnn", "--data", "synthetic", "--epochs", 1, "--out", out).exit_code == 0
+    result = run_cli("eval", str(out))
     assert result.exit_code == 0, result.stderr
     assert (out / "eval-test" / "metrics.json").exists()
 

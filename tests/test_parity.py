@@ -7,26 +7,12 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import damaged_checkpoint
 
 from toolchain.errors import UserInputError
 from toolchain.models import LoadedModel
-from toolchain.models.checkpoint import read_checkpoint, save_checkpoint
 from toolchain.parity import RESULT_KEYS, ParityConfig, ParityResult, check_parity
-from toolchain.report import jsonable
 from toolchain.sources import load_model
-
-
-def damaged_checkpoint(source: Path, dest: Path, scale: float = 0.8, seed: int = 0) -> Path:
-    """A copy of a checkpoint with gaussian noise (scale x each tensor's std) added to every weight."""
-    payload = read_checkpoint(source)
-    model = load_model(str(source))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.module.parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * param.std() * scale)
-    extra = {k: v for k, v in payload.items() if k not in ("format", "version", "spec", "state_dict")}
-    return save_checkpoint(dest, model.module, model.spec, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +82,3 @@ def test_incompatible_models_refused(tiny_cnn_model) -> None:
     bigger = load_model("tiny-cnn", input_size=(40, 40))
     with pytest.raises(UserInputError, match="feeds both the same images"):
         check_parity(tiny_cnn_model, bigger, ParityConfig())
-
-
-def test_jsonable_handles_infinities() -> None:
-    data = jsonable({"sqnr_db": math.inf, "x": [float("nan"), 1.0]})
-    assert data == {"sqnr_db": "inf", "x": ["nan", 1.0]}
-    json.dumps(data, allow_nan=False)

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from foundation_helpers import assert_one_line_error, cli, one_torch_thread  # noqa: F401
+from helpers import one_line_error, one_torch_thread, run_cli  # noqa: F401
 from PIL import Image
 
 from toolchain.errors import UserInputError, VtoolError
@@ -63,17 +63,17 @@ def test_bad_image_files(tiny_cnn_model, tmp_path, digit_images) -> None:
 
 
 def test_predict_cli(trained_tiny_cnn, digit_images, tmp_path) -> None:
-    result = cli("predict", trained_tiny_cnn, "--dir", digit_images[0].parent, "--top-k", 2,
+    result = run_cli("predict", trained_tiny_cnn, "--dir", digit_images[0].parent, "--top-k", 2,
                  "--json", tmp_path / "p.json")
     assert result.exit_code == 0, result.stderr
     data = json.loads((tmp_path / "p.json").read_text())
     assert len(data["predictions"]) == 3 and len(data["predictions"][0]["top"]) == 2
     corrupt = tmp_path / "broken.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 nope")
-    bad = cli("predict", "--model", trained_tiny_cnn, "--image", digit_images[0], "--image", corrupt)
-    assert_one_line_error(bad, "not a readable image")
-    empty = cli("predict", "--model", trained_tiny_cnn)
-    assert_one_line_error(empty, "No images given")
+    bad = run_cli("predict", "--model", trained_tiny_cnn, "--image", digit_images[0], "--image", corrupt)
+    one_line_error(bad, "not a readable image")
+    empty = run_cli("predict", "--model", trained_tiny_cnn)
+    one_line_error(empty, "No images given")
 
 
 def test_efficientnet_lite0_sees_a_cat(tmp_path) -> None:
@@ -82,7 +82,7 @@ def test_efficientnet_lite0_sees_a_cat(tmp_path) -> None:
 
     photo = tmp_path / "chelsea.jpg"
     Image.fromarray(data.chelsea()).save(photo, quality=95)
-    result = cli("predict", "--model", "efficientnet-lite0", "--image", photo, "--top-k", 5,
+    result = run_cli("predict", "--model", "efficientnet-lite0", "--image", photo, "--top-k", 5,
                  "--json", tmp_path / "cat.json")
     assert result.exit_code == 0, result.stderr
     top = json.loads((tmp_path / "cat.json").read_text())["predictions"][0]["top"]

@@ -79,10 +79,6 @@ class CompareResult:
     def __bool__(self) -> bool:
         return self.passed
 
-    def summary(self) -> str:
-        """'; '-joined failures, or 'within thresholds'."""
-        return "; ".join(self.check()) or "within thresholds"
-
 
 def compare(reference: Any, candidate: Any, thresholds: Thresholds | None = None, labels: Any = None,
             class_names: tuple[str, ...] | list[str] = ()) -> CompareResult:

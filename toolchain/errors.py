@@ -49,6 +49,16 @@ def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:
     return f" Did you mean '{match[0]}'?" if match else ""
 
 
+def renamed_field(config: object, old: str, new: str, value: object) -> None:
+    """A config's deprecated keyword (an InitVar named `old`): warn once and set the field `new` when given."""
+    if value is not None:
+        import warnings
+
+        cls = type(config).__name__
+        warnings.warn(f"{cls}({old}=...) is deprecated; use {new}=...", DeprecationWarning, stacklevel=4)
+        setattr(config, new, value)
+
+
 def check_choice(what: str, value: str, choices: list[str] | tuple[str, ...]) -> None:
     """Raise UserInputError listing the allowed values when `value` is not one of them."""
     if value not in choices:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import warnings
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from toolchain import callable_module
 from toolchain.data import SPLITS, DataBundle
-from toolchain.errors import UserInputError, check_choice
+from toolchain.errors import UserInputError, check_choice, renamed_field
 from toolchain.inputs import data_config_of, resolve_bundle
 from toolchain.metrics import topk_accuracy
 from toolchain.models import LoadedModel
@@ -42,9 +42,7 @@ class EvalConfig:
     part: InitVar[str | None] = None  # deprecated name of `split`
 
     def __post_init__(self, part: str | None) -> None:
-        if part is not None:
-            warnings.warn("EvalConfig(part=...) is deprecated; use split=...", DeprecationWarning, stacklevel=3)
-            self.split = part
+        renamed_field(self, "part", "split", part)
         check_choice("split", self.split, SPLITS)
         if self.batch_size < 1:
             raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}.")
@@ -135,13 +133,18 @@ def score(logits: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...] |
 
 
 def evaluate(
-    model: LoadedModel,
-    bundle: DataBundle,
+    model: LoadedModel | str,
+    data: DataBundle | str | None = None,
     config: EvalConfig | None = None,
     out_dir: str | Path | None = None,
 ) -> EvalResult:
-    """Score `model` on a split of `bundle`; with out_dir, write metrics.json and the two PNG plots."""
+    """Score `model` (a LoadedModel or a --model source) on a split of `data` (a DataBundle, a data source name,
+    or None: the model's recorded data and split); with out_dir, write metrics.json and the two PNG plots."""
+    from toolchain.sources import as_loaded
+
     config = config or EvalConfig()
+    model = as_loaded(model)
+    bundle = data if isinstance(data, DataBundle) else eval_bundle(model, data)
     if model.spec.num_classes != bundle.num_classes:
         raise UserInputError(f"{model.name} predicts {model.spec.num_classes} classes but the data has "
                              f"{bundle.num_classes}; evaluate it on data with its classes.")
@@ -191,3 +194,6 @@ def write_eval_outputs(result: EvalResult, bundle: DataBundle, wrong: np.ndarray
         "metrics": str(out / METRICS_FILE),
     }
     write_result(out / METRICS_FILE, result.to_dict())
+
+
+callable_module(__name__, evaluate)  # `from toolchain import evaluate; evaluate(...)` calls the function

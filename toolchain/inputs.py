@@ -6,7 +6,7 @@ so any later stage can rebuild the exact split the model was validated on.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,10 +35,6 @@ def data_config_of(model: LoadedModel) -> DataConfig | None:
     elif model.info:
         raw = model.info.get("data_config")
     return DataConfig(**raw) if raw else None
-
-
-def data_config_dict(config: DataConfig) -> dict[str, Any]:
-    return asdict(config)
 
 
 def resolve_bundle(model: LoadedModel, data: str | None, spec: ModelSpec | None = None) -> DataBundle | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from toolchain.artifact import MANIFEST, Manifest, is_artifact_dir, save_manifest
 from toolchain.compare import CompareResult, Thresholds
-from toolchain.errors import ArtifactError, UserInputError
+from toolchain.errors import ArtifactError, UserInputError, renamed_field
 from toolchain.inputs import evaluation_inputs
 from toolchain.metrics import compare_logits
 from toolchain.models import LoadedModel
@@ -53,9 +52,7 @@ class ParityConfig:
     part: InitVar[str | None] = None  # deprecated name of `split`
 
     def __post_init__(self, part: str | None) -> None:
-        if part is not None:
-            warnings.warn("ParityConfig(part=...) is deprecated; use split=...", DeprecationWarning, stacklevel=3)
-            self.split = part
+        renamed_field(self, "part", "split", part)
         self.thresholds  # noqa: B018 - validates the three limits in one place (compare.Thresholds)
         if self.limit is not None and self.limit < 1:
             raise UserInputError(f"--limit must be >= 1 image, got {self.limit}.")

@@ -1,6 +1,10 @@
-"""`vtool`: a thin typer shell over the toolchain library. Heavy imports live inside commands."""
+"""`vtool`: a thin typer shell over the toolchain library. One module per command (cli/<command>.py), each
+body: build the config -> call the library -> render (toolchain.report) -> write --json -> exit 3 on a failed
+gate. Heavy imports live inside the commands, so `vtool --help` never imports torch."""
 
 from __future__ import annotations
+
+import importlib
 
 import typer
 
@@ -13,6 +17,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+# Each module registers its command on `app` when imported; this order is the order in --help.
+COMMANDS = ("models", "data", "train", "eval", "predict", "export", "parity", "quantize", "bench", "pipeline")
 
 
 def _version(value: bool) -> None:
@@ -31,8 +38,8 @@ def _root(
     setup_logging(verbose)
 
 
-# Each stage registers its commands on `app` (import order = order in --help).
-from toolchain.cli import stage_train, stage_export, stage_quantize, stage_bench, stage_pipeline  # noqa: F401, I001
+for _command in COMMANDS:
+    importlib.import_module(f"toolchain.cli.{_command}")
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: the error boundary, logging, and flag parsers. No heavy imports here."""
+"""Shared CLI plumbing: the one error boundary, logging, consoles, flag parsers, and the tail every command
+ends with (render -> write -> check). No heavy imports here: `vtool --help` must not load torch."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("toolchain.cli")
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -33,10 +36,14 @@ def setup_logging(verbose: bool = False) -> None:
         os.environ.setdefault("TORCH_LOGS", "-torch")
 
 
-def console(stderr: bool = False) -> Any:
+def console(stderr: bool = False, min_width: int | None = None) -> Any:
+    """A rich console; piped or redirected output gets at least `min_width` columns for wide tables."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    out = Console(stderr=stderr, highlight=False)
+    if min_width and not out.is_terminal:
+        out.width = max(out.width, min_width)
+    return out
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -47,7 +54,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def guarded(func: F) -> F:
-    """Error boundary for a command: VtoolError -> one line + its exit code, never a traceback."""
+    """The CLI's error boundary: VtoolError -> one line + its exit code (3 for a missed threshold), never a
+    traceback; Ctrl-C -> 130 after the library's atomic writes cleaned up."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -63,6 +71,58 @@ def guarded(func: F) -> F:
             raise fail("out of memory; try a smaller --batch-size or fewer --samples.") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def deprecated(old: str, new: str, old_value: Any, new_value: Any) -> Any:
+    """The value of a hidden deprecated flag (with a warning) when it was given, else the new flag's."""
+    if old_value is None:
+        return new_value
+    log.warning("%s is deprecated; use %s", old, new)
+    return old_value
+
+
+def outcome(call: Callable[[], Any]) -> Any:
+    """Run a library stage; a missed gate that raised ThresholdError with its result attached (export,
+    quantize) gives that result back, so the command renders and writes it before finish() exits 3."""
+    from toolchain.errors import ThresholdError
+
+    try:
+        return call()
+    except ThresholdError as exc:
+        if getattr(exc, "result", None) is None:
+            raise
+        return exc.result
+
+
+def finish(result: Any, view: list[Any], json_path: Path | None = None, data: Any = None, out: Any = None) -> None:
+    """Every command's tail: print the view, write --json (result.to_dict() unless `data`), then exit 3 when
+    the result failed its gate (the only place a failed result becomes an exit code)."""
+    from toolchain.errors import ThresholdError
+
+    out = out or console()
+    for item in view:
+        out.print(item)
+    if json_path is not None:
+        from toolchain.report import write_result
+
+        write_result(json_path, result.to_dict() if data is None else data)
+    if result is not None and not result:
+        raise ThresholdError(result.message())
+
+
+def load_source(source: str | None, positional: str | None = None, weights: str | None = None,
+                num_classes: int | None = None, input_size: str | None = None, pretrained: bool | None = None) -> Any:
+    """The model of --model (or the MODEL argument) with the shared model options, as a LoadedModel."""
+    from toolchain.errors import UserInputError
+    from toolchain.sources import load_model
+
+    if source and positional and source != positional:
+        raise UserInputError(f"Two models given ('{positional}' and --model '{source}'); pass one.")
+    chosen = source or positional
+    if not chosen:
+        raise UserInputError("No model given: pass --model SRC (a registry name, run dir, checkpoint or artifact).")
+    return load_model(chosen, weights=weights, num_classes=num_classes, input_size=parse_size(input_size),
+                      pretrained=pretrained)
 
 
 def parse_size(value: str | None) -> tuple[int, int] | None:
@@ -98,3 +158,9 @@ def parse_int_list(value: str, flag: str) -> list[int]:
 
 def parse_list(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def overrides(config_cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The flags that name a field of `config_cls` and were given (not None): a config is built from these,
+    so the command never restates the dataclass's fields or defaults."""
+    return {k: v for k, v in values.items() if k in config_cls.__dataclass_fields__ and v is not None}

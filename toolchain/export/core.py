@@ -48,6 +48,7 @@ class ExportResult:
     artifact: Artifact
     time_s: float
     verification: dict[str, Any] | None
+    failure: str = ""  # the one-line reason when verification failed
 
     @property
     def path(self) -> Path:
@@ -59,6 +60,9 @@ class ExportResult:
 
     def __bool__(self) -> bool:
         return self.passed
+
+    def message(self) -> str:
+        return self.failure if not self.passed else f"exported {self.path} (verification passed)"
 
     def to_dict(self) -> dict[str, Any]:
         manifest = self.artifact.manifest
@@ -150,10 +154,14 @@ def verification_inputs(loaded: LoadedModel, config: ExportConfig) -> EvalInputs
     return evaluation_inputs(loaded, config.data, part="val", limit=config.verify_samples)
 
 
-def export_model(loaded: LoadedModel, config: ExportConfig) -> ExportResult:
-    """Export an eager model to config.format, verify it, and write the artifact directory atomically."""
+def export_model(loaded: LoadedModel | str, config: ExportConfig) -> ExportResult:
+    """Export an eager model (a LoadedModel or a --model source) to config.format, verify it, and write the
+    artifact directory atomically. A failed verification raises ExportVerificationError carrying the result."""
     import torch
 
+    from toolchain.sources import as_loaded
+
+    loaded = as_loaded(loaded)
     if not loaded.is_torch:
         raise UserInputError(
             f"'{loaded.name}' is already a {loaded.artifact.format if loaded.artifact else 'non-torch'} artifact; "
@@ -216,9 +224,8 @@ def export_model(loaded: LoadedModel, config: ExportConfig) -> ExportResult:
     result = ExportResult(load_artifact(target), export_time, manifest.verification)
     if manifest.status == "failed":
         kept = f" (the good artifact at {dest} was kept)" if target != dest else ""
-        raise ExportVerificationError(
-            f"Export of {loaded.name} to {fmt} does not match the eager model: {manifest.verification['summary']}. "
-            f"Written with status 'failed' to {target}{kept}; later stages refuse it.",
-            result,
-        )
+        result.failure = (f"Export of {loaded.name} to {fmt} does not match the eager model: "
+                          f"{manifest.verification['summary']}. Written with status 'failed' to {target}{kept}; "
+                          "later stages refuse it.")
+        raise ExportVerificationError(result.failure, result)
     return result

@@ -110,15 +110,14 @@ class Pipeline:
         cfg = self.config
         if self.trains():
             from toolchain.data import DataConfig
-            from toolchain.train import TrainConfig, prepare_training, train
+            from toolchain.train import TrainConfig, train
 
             run_dir = self.out / "train"
             train_cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, overwrite=True)
             data_cfg = DataConfig(source=cfg.data, seed=cfg.seed)
 
             def work() -> dict[str, Any]:
-                loaded, bundle = prepare_training(cfg.model, data_cfg, train_cfg, run_dir)
-                result = train(loaded, bundle, train_cfg, run_dir)
+                result = train(cfg.model, data_cfg, train_cfg, run_dir)
                 return {"checkpoint": str(result.best_path), "sha256": sha256_file(result.best_path),
                         "metrics": result.metrics, "epochs_run": result.epochs_run,
                         "curves": str(run_dir / "curves.png")}

@@ -6,9 +6,10 @@ kept in float and why, and parity on held-out data. A missed accuracy budget (af
 calibration and sensitivity-ranked float fallback) raises QuantBudgetError (exit code 3).
 """
 
+from toolchain import callable_module
 from toolchain.quantize.config import (
-    BACKENDS,
     CALIBRATIONS,
+    ENGINES,
     MODES,
     PRESETS,
     TARGETS,
@@ -20,8 +21,8 @@ from toolchain.quantize.core import QuantBudgetError, QuantResult, source_precis
 from toolchain.quantize.stage import quantize
 
 __all__ = [
-    "BACKENDS",
     "CALIBRATIONS",
+    "ENGINES",
     "MODES",
     "PRESETS",
     "TARGETS",
@@ -33,3 +34,5 @@ __all__ = [
     "quantize",
     "source_precision",
 ]
+
+callable_module(__name__, quantize)  # `from toolchain import quantize; quantize(...)` calls the function

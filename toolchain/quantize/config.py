@@ -10,15 +10,15 @@ optimum-onnx's AutoQuantizationConfig.avx2/avx512_vnni/arm64 and ORT's quantize_
 from __future__ import annotations
 
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from toolchain.compare import Thresholds
-from toolchain.errors import UserInputError, check_choice
+from toolchain.errors import UserInputError, check_choice, renamed_field
 
 MODES = ("ptq", "qat", "dynamic", "fp16")
-BACKENDS = ("onnxruntime", "torchao")
+ENGINES = ("onnxruntime", "torchao")  # the quantization toolkit (bench/parity --backend picks a runner)
 CALIBRATIONS = ("minmax", "entropy", "percentile")
 PRESETS = ("auto", "cnn", "vit")
 TARGETS = ("auto", "avx2", "avx512", "avx512-vnni", "amx", "arm64", "generic")
@@ -91,11 +91,11 @@ def hardware_profile(target: str = "auto", cpuinfo: str | None = None, machine: 
 
 @dataclass
 class QuantConfig:
-    """How to quantize: mode, backend, calibration, hardware target, accuracy budget, QAT schedule."""
+    """How to quantize: mode, engine (the toolkit), calibration, hardware target, accuracy budget, QAT schedule."""
 
     mode: str = "ptq"
     out: str | Path | None = None  # None: exported/<model>-int8 (or -qat-int8, -dynamic-int8, -fp16)
-    backend: str = "onnxruntime"
+    engine: str = "onnxruntime"
     calibration: str = "minmax"
     samples: int = 256
     batch_size: int = 32
@@ -120,10 +120,12 @@ class QuantConfig:
     speed_batch: int = 1
     threads: int | None = None
     seed: int = 0
+    backend: InitVar[str | None] = None  # deprecated name of `engine`
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, backend: str | None) -> None:
+        renamed_field(self, "backend", "engine", backend)
         check_choice("quantization mode", self.mode, MODES)
-        check_choice("quantization backend", self.backend, BACKENDS)
+        check_choice("quantization engine", self.engine, ENGINES)
         check_choice("calibration method", self.calibration, CALIBRATIONS)
         check_choice("op preset", self.preset, PRESETS)
         check_choice("target", self.target, TARGETS)
@@ -152,9 +154,9 @@ class QuantConfig:
             raise UserInputError(f"speed batch must be >= 1, got {self.speed_batch}.")
         if self.threads is not None and self.threads < 1:
             raise UserInputError(f"--threads must be >= 1, got {self.threads}.")
-        if self.mode in ("dynamic", "fp16") and self.backend != "onnxruntime":
+        if self.mode in ("dynamic", "fp16") and self.engine != "onnxruntime":
             raise UserInputError(
-                f"--mode {self.mode} runs on ONNX Runtime only, got --backend {self.backend}; drop --backend."
+                f"--mode {self.mode} runs on ONNX Runtime only, got --engine {self.engine}; drop --engine."
             )
         self.nodes_to_exclude = list(self.nodes_to_exclude)
 

@@ -37,10 +37,17 @@ class QuantResult:
     artifact: Artifact | None
     summary: dict[str, Any]
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    failure: str = ""  # the one-line reason when the budget was missed
 
     @property
     def passed(self) -> bool:
         return bool(self.summary.get("passed"))
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def message(self) -> str:
+        return self.failure if not self.passed else f"quantized to {self.path}"
 
     @property
     def path(self) -> Path | None:
@@ -83,9 +90,9 @@ def check_source(model: LoadedModel, config: QuantConfig) -> None:
             f"'{model.name}' is already quantized ({precision}); quantize the fp32 model it came from "
             "(its checkpoint or fp32 ONNX artifact)."
         )
-    trainable_needed = config.mode == "qat" or config.backend == "torchao"
+    trainable_needed = config.mode == "qat" or config.engine == "torchao"
     if trainable_needed and not model.is_torch:
-        what = "QAT fine-tunes weights" if config.mode == "qat" else "--backend torchao quantizes a PyTorch graph"
+        what = "QAT fine-tunes weights" if config.mode == "qat" else "--engine torchao quantizes a PyTorch graph"
         raise UserInputError(
             f"--mode {config.mode} cannot use '{model.name}' ({model.artifact.format if model.artifact else '?'} "
             f"file without its checkpoint): {what}; pass the training checkpoint (runs/NAME) or a registry name."

@@ -48,7 +48,7 @@ def export_graph(module: Any, spec: ModelSpec) -> Any:
             return program.module()
         except Exception as exc:  # noqa: BLE001 - report both attempts below
             errors.append(f"strict={strict}: {first_line(exc, 160, first_only=True, typed=True)}")
-    raise ExportError(f"torch.export failed for {spec.architecture} ({'; '.join(errors)}); try --backend onnxruntime.")
+    raise ExportError(f"torch.export failed for {spec.architecture} ({'; '.join(errors)}); try --engine onnxruntime.")
 
 
 def x86_quantizer(is_qat: bool, reduce_range: bool) -> Any:

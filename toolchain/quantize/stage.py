@@ -52,7 +52,7 @@ def quantize(model: LoadedModel | str, data: DataBundle | str | np.ndarray | Qua
     check_source(loaded, config)
     hardware = config.hardware()
     resolved = config.resolved(hardware)
-    if config.backend == "torchao":
+    if config.engine == "torchao":
         resolved["activation_type"], resolved["weight_type"] = "uint8", "int8"
     qdata = resolve_quant_data(loaded, data, config.samples, config.batch_size, config.eval_samples, config.seed)
     if config.mode == "qat" and qdata.bundle is None:
@@ -63,15 +63,15 @@ def quantize(model: LoadedModel | str, data: DataBundle | str | np.ndarray | Qua
     _check_dest(dest)
     data_name = _data_name(data, qdata)
     start = time.perf_counter()
-    log.info("quantizing %s: mode %s, backend %s, target %s (reduce_range=%s)", loaded.name, config.mode,
-             config.backend, hardware.target, resolved["reduce_range"])
+    log.info("quantizing %s: mode %s, engine %s, target %s (reduce_range=%s)", loaded.name, config.mode,
+             config.engine, hardware.target, resolved["reduce_range"])
     with tempfile.TemporaryDirectory(prefix=".vtool-quant-") as tmp:
         work = Path(tmp)
         ref = run_model(loaded, qdata.eval_x, threads=config.threads)
         record: dict[str, Any] = {"hardware": hardware.to_dict(), "resolved": resolved, "budget": budget.to_dict()}
         attempts: list[bud.Attempt] = []
         fp32_path: Path | None = None
-        if config.backend == "onnxruntime":
+        if config.engine == "onnxruntime":
             fp32_path, info = fp32_onnx(loaded, work, data_name)
             ort_ptq.check_input_shape(fp32_path, (loaded.spec.channels, *loaded.spec.input_size))
             record.update(info)
@@ -83,13 +83,10 @@ def quantize(model: LoadedModel | str, data: DataBundle | str | np.ndarray | Qua
         summary = _summary(loaded, config, record, chosen, fp32_path, candidate, start)
         summary["passed"] = passed
         if not passed:
-            result = QuantResult(None, summary, [a.row() for a in attempts])
-            raise QuantBudgetError(
-                f"INT8 budget missed for {loaded.name} ({chosen.reason if chosen else 'no attempt'}); nothing written. "
-                f"Tried: {bud.table(attempts)}. Raise --max-drop/--min-agreement or --max-float-nodes, "
-                "or use --mode qat.",
-                result,
-            )
+            failure = (f"INT8 budget missed for {loaded.name} ({chosen.reason if chosen else 'no attempt'}); nothing "
+                       f"written. Tried: {bud.table(attempts)}. Raise --max-drop/--min-agreement or --max-float-nodes, "
+                       "or use --mode qat.")
+            raise QuantBudgetError(failure, QuantResult(None, summary, [a.row() for a in attempts], failure))
         if config.speed:
             summary["speed"] = _speed(loaded, fp32_path, cand_model, qdata.eval_x, config)
             ratio = summary["speed"].get("ratio_vs_fp32_onnx") or summary["speed"].get("ratio_vs_fp32_torch")
@@ -133,7 +130,7 @@ def _run_mode(loaded: LoadedModel, qdata: Any, config: QuantConfig, resolved: di
         attempts.append(bud.Attempt(step, config.calibration, float_nodes or [], bud.summarize(metrics), passed,
                                     reason))
 
-    if config.mode == "ptq" and config.backend == "onnxruntime":
+    if config.mode == "ptq" and config.engine == "onnxruntime":
         pre = work / "pre.onnx"
         record.update(ort_ptq.preprocess(fp32_path, pre))
         vit = config.preset == "vit" or (config.preset == "auto" and ort_ptq.looks_like_transformer(pre))
@@ -167,7 +164,7 @@ def _run_mode(loaded: LoadedModel, qdata: Any, config: QuantConfig, resolved: di
                          "observers_off_after_epoch": max(1, config.epochs - 1), "history": history,
                          "train_data": qdata.description.get("calibration", {}).get("source")}
         record["settings"] = pt2e.describe(True, resolved["reduce_range"])
-        if config.backend == "torchao":
+        if config.engine == "torchao":
             path = work / "model.pt2"
             pt2e.save_pt2(converted, spec, path)
             judge("qat-pt2e", _torch_logits(converted, spec, qdata.eval_x))
@@ -194,7 +191,8 @@ def _summary(loaded: LoadedModel, config: QuantConfig, record: dict[str, Any], c
     after = candidate.stat().st_size
     float_nodes = list(record.get("float_nodes_base", [])) + (chosen.float_nodes if chosen else [])
     return {
-        "model": loaded.name, "mode": config.mode, "backend": config.backend,
+        "model": loaded.name, "mode": config.mode, "engine": config.engine,
+        "backend": config.engine,  # the key's old name, kept for scripts that read it
         "precision": "fp16" if config.mode == "fp16" else "int8",
         "config": config.to_dict(), **record,
         "size": {"fp32_bytes": base, "quantized_bytes": after, "ratio": round(base / max(after, 1), 3)},

@@ -11,16 +11,6 @@ def fmt_ms(value: float | None) -> str:
     return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.0f}"
 
 
-def fmt_count(value: int | float | None) -> str:
-    """12345678 -> '12.3M'; None -> 'n/a'."""
-    if value is None:
-        return "n/a"
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= size:
-            return f"{value / size:.1f}{unit}"
-    return str(int(value))
-
-
 def fmt_speedup(speedup: float | None, is_ref: bool) -> str:
     if is_ref:
         return "1.00x (ref)"

@@ -7,6 +7,7 @@ atomically, and nothing is written before the model, the data and the config hav
 
 from __future__ import annotations
 
+from toolchain import callable_module
 from toolchain.train.config import LAST_NAME, Progress, TrainConfig, TrainResult
 from toolchain.train.loop import train
 from toolchain.train.setup import (
@@ -21,6 +22,8 @@ from toolchain.train.setup import (
 )
 
 __all__ = [
-    "LAST_NAME", "Progress", "TrainConfig", "TrainResult", "train", "check_out_dir", "class_weights", "find_head",
-    "freeze_backbone", "is_run_dir", "prepare_training", "recorded_run", "resume_config",
+    "LAST_NAME", "Progress", "TrainConfig", "TrainResult", "train", "check_out_dir", "class_weights",
+    "find_head", "freeze_backbone", "is_run_dir", "prepare_training", "recorded_run", "resume_config",
 ]
+
+callable_module(__name__, train)  # `from toolchain import train; train(...)` calls the function

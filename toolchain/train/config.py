@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.errors import UserInputError, check_choice
-from toolchain.models.checkpoint import CHECKPOINT_NAME
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 LAST_NAME = "last.pt"
-RUN_FILES = (CHECKPOINT_NAME, LAST_NAME, "history.json", "curves.png", "result.json")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The training loop: train(loaded_model, bundle, config, out_dir) -> TrainResult."""
+"""The training stage: train(source, data, config, out_dir) -> TrainResult, and the loop behind it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.artifact import atomic_dir, atomic_write_text
-from toolchain.data import DataBundle
+from toolchain.data import DataBundle, DataConfig
 from toolchain.errors import UserInputError
 from toolchain.models import LoadedModel
 from toolchain.models.checkpoint import CHECKPOINT_NAME, save_checkpoint
@@ -25,6 +25,7 @@ from toolchain.train.setup import (
     evaluate_loss,
     freeze_backbone,
     is_run_dir,
+    prepare_training,
     recorded_run,
     resolve_device,
 )
@@ -33,23 +34,53 @@ log = logging.getLogger(__name__)
 
 
 def train(
-    loaded_model: LoadedModel,
-    bundle: DataBundle,
-    config: TrainConfig,
-    out_dir: str | Path,
+    source: LoadedModel | str | None,
+    data: DataBundle | DataConfig | str | None = None,
+    config: TrainConfig | None = None,
+    out_dir: str | Path | None = None,
     progress_callback: Callable[[Progress], None] | None = None,
+    *,
+    threads: int | None = None,
+    **model_options: Any,
 ) -> TrainResult:
-    """Train `loaded_model` on `bundle` and write the run directory (see module docstring).
+    """Train a model on data and write the run directory (best.pt, last.pt, history.json, curves.png).
+
+    `source`: a --model source (registry name, checkpoint, file.py:Class, HF dir; None with config.resume: the run
+    in out_dir) or a ready LoadedModel; `data`: a data source name, a DataConfig, or the DataBundle that goes with
+    a ready LoadedModel (see prepare_training). `model_options` (weights, num_classes, input_size, pretrained) go
+    to load_model; `threads` sets torch's CPU threads. Every check runs before anything is written.
 
     With --overwrite the new run is built in a staging dir beside the old one and swapped in only
     when it finished, so a failed or interrupted retrain leaves the old run intact.
     """
+    config = config or TrainConfig()
+    if out_dir is None:
+        raise UserInputError("Training needs a run directory: pass --out DIR (out_dir=...).")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    if isinstance(source, LoadedModel):
+        if not isinstance(data, DataBundle) or model_options:
+            raise UserInputError("A LoadedModel trains on its DataBundle (prepare_training returns both); to load "
+                                 "the model too, pass its --model source string and the data's name.")
+        loaded, bundle = source, data
+    else:
+        check_out_dir(out_dir, config.resume, config.overwrite)
+        if isinstance(data, DataBundle):
+            data = data.config
+        data_config = data if isinstance(data, DataConfig) else DataConfig(source=data or "digits", seed=config.seed)
+        loaded, bundle = prepare_training(source, data_config, config, out_dir, **model_options)
+    sizes = {k: len(v) for k, v in bundle.split.items()}
+    log.info("training %s on %s (%d train / %d val / %d test, %d classes, input %dx%d)", loaded.spec.architecture,
+             bundle.samples.source, sizes.get("train", 0), sizes.get("val", 0), sizes.get("test", 0),
+             bundle.num_classes, *loaded.spec.input_size)
     out = Path(out_dir)
     if not (config.overwrite and not config.resume and is_run_dir(out)):
-        return _train_into(loaded_model, bundle, config, out, progress_callback)
+        return _train_into(loaded, bundle, config, out, progress_callback)
     staged_config = dataclasses.replace(config, overwrite=False)
     with atomic_dir(out) as staging:
-        result = _train_into(loaded_model, bundle, staged_config, staging, progress_callback)
+        result = _train_into(loaded, bundle, staged_config, staging, progress_callback)
     result.out_dir, result.best_path, result.last_path = out, out / CHECKPOINT_NAME, out / LAST_NAME
     atomic_write_text(out / "result.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     return result

@@ -7,24 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from toolchain.cli import app
+from helpers import one_line_error, run_cli
 
 QUICK = ["--iterations", "3", "--warmup", "0", "--warmup-iterations", "1"]
 
 
 def run(*args: str):
-    return CliRunner().invoke(app, ["bench", *args])
-
-
-def assert_one_line_error(result, code: int = 1, match: str = "") -> str:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert match in lines[0]
-    assert "Traceback" not in result.output
-    return lines[0]
+    return run_cli("bench", *args)
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +58,14 @@ def test_no_models_benches_exported_artifacts(tmp_path: Path, onnx_artifact: Pat
     (["--inputs", "random"], "Unknown --inputs 'random'"),
 ])
 def test_bad_input_is_one_line_exit_1(args: list[str], match: str) -> None:
-    assert_one_line_error(run("tiny-cnn", *args), match=match)
+    one_line_error(run("tiny-cnn", *args), match=match)
 
 
 def test_backend_not_installed_lists_installed_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     from toolchain import runners
 
     monkeypatch.setitem(runners.RUNNERS, "tensorrt", ("x", "X", "vtool_no_such_package", ("torch",)))
-    line = assert_one_line_error(run("tiny-cnn", "--backend", "tensorrt", *QUICK), match="not installed")
+    line = one_line_error(run("tiny-cnn", "--backend", "tensorrt", *QUICK), match="not installed")
     assert "Installed backends: torch" in line and "onnxruntime" in line
 
 
@@ -85,17 +74,17 @@ def test_cuda_without_gpu() -> None:
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present")
-    assert_one_line_error(run("tiny-cnn", "--device", "cuda", *QUICK), match="no CUDA GPU is available")
+    one_line_error(run("tiny-cnn", "--device", "cuda", *QUICK), match="no CUDA GPU is available")
 
 
 def test_artifact_that_fails_to_load(tmp_path: Path, onnx_artifact: Path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(onnx_artifact, broken)
     (broken / "model.onnx").write_bytes(b"\x00garbage")
-    assert_one_line_error(run(str(broken), "--backend", "onnxruntime", *QUICK), match="cannot load")
+    one_line_error(run(str(broken), "--backend", "onnxruntime", *QUICK), match="cannot load")
     (broken / "manifest.json").write_text("{")
-    assert_one_line_error(run(str(broken), *QUICK), match="not valid JSON")
-    assert_one_line_error(run(str(tmp_path / "nope"), *QUICK), match="Unknown model")
+    one_line_error(run(str(broken), *QUICK), match="not valid JSON")
+    one_line_error(run(str(tmp_path / "nope"), *QUICK), match="Unknown model")
 
 
 def _bench_file(path: Path, p50: float) -> Path:
@@ -108,11 +97,11 @@ def _bench_file(path: Path, p50: float) -> Path:
 def test_compare_exit_codes(tmp_path: Path) -> None:
     old, new = _bench_file(tmp_path / "old.json", 10.0), _bench_file(tmp_path / "new.json", 12.0)
     result = run("--compare", str(old), str(new), "--max-regression", "0.1")
-    line = assert_one_line_error(result, code=3, match="1 of 1 entries regressed more than 10%")
+    line = one_line_error(result, code=3, match="1 of 1 entries regressed more than 10%")
     assert "+20.0%" in line and "regression" in result.stdout
     assert run("--compare", str(old), str(new), "--max-regression", "0.25").exit_code == 0
     assert run("--compare", str(new), str(old)).exit_code == 0  # faster is fine
-    assert_one_line_error(run("--compare", str(old), str(tmp_path / "missing.json")), match="does not exist")
+    one_line_error(run("--compare", str(old), str(tmp_path / "missing.json")), match="does not exist")
 
 
 def test_preprocess_mode(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from foundation_helpers import assert_one_line_error, cli, image_folder, one_torch_thread  # noqa: F401
+from helpers import image_folder, one_line_error, one_torch_thread, run_cli  # noqa: F401
 
 from toolchain.artifact import sha256_file
 from toolchain.data import DataConfig
@@ -57,8 +57,8 @@ def test_config_validation(kwargs, match) -> None:
 
 
 def test_negative_epochs_cli(tmp_path) -> None:
-    result = cli("train", "--model", "tiny-cnn", "--data", "synthetic", "--epochs", -2, "--out", tmp_path / "r")
-    assert_one_line_error(result, "--epochs must be a whole number >= 1, got -2")
+    result = run_cli("train", "--model", "tiny-cnn", "--data", "synthetic", "--epochs", -2, "--out", tmp_path / "r")
+    one_line_error(result, "--epochs must be a whole number >= 1, got -2")
     assert not (tmp_path / "r").exists()
 
 
@@ -124,13 +124,13 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path) -> Non
 
 def test_resume_cli_extends_a_run(tmp_path) -> None:
     out = tmp_path / "run"
-    first = cli("train", "--model", "tiny-cnn", "--data", "synthetic", "--epochs", 1, "--out", out)
+    first = run_cli("train", "--model", "tiny-cnn", "--data", "synthetic", "--epochs", 1, "--out", out)
     assert first.exit_code == 0, first.stderr
-    more = cli("train", "--resume", "--out", out, "--epochs", 2, "--json", tmp_path / "r.json")
+    more = run_cli("train", "--resume", "--out", out, "--epochs", 2, "--json", tmp_path / "r.json")
     assert more.exit_code == 0, more.stderr
     assert json.loads((tmp_path / "r.json").read_text())["epochs_run"] == 2
-    missing = cli("train", "--resume", "--out", tmp_path / "nothing-here")
-    assert_one_line_error(missing, "Cannot resume")
+    missing = run_cli("train", "--resume", "--out", tmp_path / "nothing-here")
+    one_line_error(missing, "Cannot resume")
 
 
 def test_existing_run_is_never_overwritten_by_accident(tmp_path) -> None:
@@ -139,14 +139,14 @@ def test_existing_run_is_never_overwritten_by_accident(tmp_path) -> None:
     before = sha256_file(out / "best.pt")
     with pytest.raises(UserInputError, match="already holds a training run"):
         _run(out)
-    result = cli("train", "--model", "tiny-cnn", "--data", "synthetic", "--epochs", 1, "--out", out)
-    assert_one_line_error(result, "--overwrite")
+    result = run_cli("train", "--model", "tiny-cnn", "--data", "synthetic", "--epochs", 1, "--out", out)
+    one_line_error(result, "--overwrite")
     failing = [  # even with --overwrite, a run that fails its checks leaves the old one alone
         ("--epochs", "-1"),
         ("--data", "digits", "--weights", str(out / "best.pt")),  # 3-class weights for 10-class data
     ]
     for extra in failing:
-        result = cli("train", "--model", "tiny-cnn", "--data", "synthetic", "--out", out, "--overwrite", *extra)
+        result = run_cli("train", "--model", "tiny-cnn", "--data", "synthetic", "--out", out, "--overwrite", *extra)
         assert result.exit_code == 1, result.stderr
     assert sha256_file(out / "best.pt") == before
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from foundation_helpers import assert_one_line_error, cli, one_torch_thread  # noqa: F401
+from helpers import one_line_error, one_torch_thread, run_cli  # noqa: F401
 from PIL import Image
 
 
@@ -21,12 +21,12 @@ def test_help_works_without_importing_torch() -> None:
 
 def test_command_help_pages() -> None:
     for command in ("train", "eval", "predict"):
-        result = cli(command, "--help")
+        result = run_cli(command, "--help")
         assert result.exit_code == 0 and "--model" in result.stdout
 
 
 def test_models_lists_the_registry() -> None:
-    result = cli("models")
+    result = run_cli("models")
     assert result.exit_code == 0
     for name in ("simple-cnn", "resnet-cnn", "vit-tiny", "efficientnet-lite0"):
         assert name in result.stdout
@@ -34,27 +34,27 @@ def test_models_lists_the_registry() -> None:
 
 def test_train_eval_predict_on_one_run(tmp_path) -> None:
     out = tmp_path / "run"
-    trained = cli("train", "--model", "tiny-cnn", "--data", "synthetic", "--epochs", 2, "--out", out,
+    trained = run_cli("train", "--model", "tiny-cnn", "--data", "synthetic", "--epochs", 2, "--out", out,
                   "--optimizer", "sgd", "--lr", 0.05, "--label-smoothing", 0.1, "--json", tmp_path / "t.json")
     assert trained.exit_code == 0, trained.stderr
     result = json.loads((tmp_path / "t.json").read_text())
     assert result["epochs_run"] == 2 and {"val_accuracy", "test_accuracy"} <= set(result["metrics"])
     assert "test_accuracy" in trained.stdout
-    evaluated = cli("eval", "--model", out, "--json", tmp_path / "e.json")
+    evaluated = run_cli("eval", "--model", out, "--json", tmp_path / "e.json")
     assert evaluated.exit_code == 0, evaluated.stderr
     assert json.loads((tmp_path / "e.json").read_text())["accuracy"] == result["metrics"]["test_accuracy"]
     image = tmp_path / "shape.png"
     Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
-    predicted = cli("predict", out, "--image", image, "--top-k", 2)
+    predicted = run_cli("predict", out, "--image", image, "--top-k", 2)
     assert predicted.exit_code == 0, predicted.stderr
     assert any(name in predicted.stdout for name in ("circle", "square", "triangle", "cross"))
 
 
 def test_usage_errors_are_exit_code_2_and_conflicts_are_one_line(tmp_path) -> None:
-    assert cli("train", "--epochs", "many").exit_code == 2
-    both = cli("predict", "tiny-cnn", "--model", "tiny-resnet", "--image", tmp_path / "x.png")
+    assert run_cli("train", "--epochs", "many").exit_code == 2
+    both = run_cli("predict", "tiny-cnn", "--model", "tiny-resnet", "--image", tmp_path / "x.png")
     assert both.exit_code == 1
-    bad_size = cli("eval", "--model", "tiny-cnn", "--input-size", "big", "--data", "digits")
-    assert_one_line_error(bad_size, "--input-size 'big'")
-    bad_opt = cli("train", "--model", "tiny-cnn", "--optimizer", "adam", "--out", tmp_path / "r")
-    assert_one_line_error(bad_opt, "Did you mean 'adamw'")
+    bad_size = run_cli("eval", "--model", "tiny-cnn", "--input-size", "big", "--data", "digits")
+    one_line_error(bad_size, "--input-size 'big'")
+    bad_opt = run_cli("train", "--model", "tiny-cnn", "--optimizer", "adam", "--out", tmp_path / "r")
+    one_line_error(bad_opt, "Did you mean 'adamw'")

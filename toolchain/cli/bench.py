@@ -1,4 +1,5 @@
-"""vtool bench: latency/throughput per (model, runner, batch size); --compare; --preprocess."""
+"""vtool bench: BenchConfig -> toolchain.bench.benchmark -> ranked table -> --json/--markdown/--plot;
+--compare (exit 3 on a regression) and --preprocess."""
 
 from __future__ import annotations
 
@@ -8,57 +9,51 @@ from typing import Any
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import console, guarded, parse_int_list, parse_list
+from toolchain.cli.common import console, finish, guarded, parse_int_list, parse_list
+from toolchain.cli.options import Json, Threads
+
+WIDE = 170  # piped or redirected output gets room for the wide tables instead of 80 columns
 
 
-def _out() -> Any:
-    """stdout console; piped or redirected output gets room for the wide tables instead of 80 columns."""
-    out = console()
-    if not out.is_terminal:
-        out.width = max(out.width, 170)
-    return out
-
-
-def _write_outputs(data: dict[str, Any], json_out: Path | None, markdown: Path | None, plot: Path | None) -> None:
-    from toolchain import report
-    from toolchain.report import bench as bench_report
-    from toolchain.report import plots
+def _write(data: dict[str, Any], json_out: Path | None, markdown: Path | None = None, plot: Path | None = None) -> None:
+    """--json, --markdown and --plot, each named once written."""
+    from toolchain.report import write_result, write_text
+    from toolchain.report.bench import bench_markdown
+    from toolchain.report.plots import bench_plot
 
     out = console()
     if json_out:
-        out.print(f"wrote {report.write_result(json_out, data)}")
-    if markdown and "entries" in data:
-        out.print(f"wrote {report.write_text(markdown, bench_report.bench_markdown(data))}")
-    if plot and "entries" in data:
-        out.print(f"wrote {plots.bench_plot(data, plot)}")
+        out.print(f"wrote {write_result(json_out, data)}")
+    if markdown:
+        out.print(f"wrote {write_text(markdown, bench_markdown(data))}")
+    if plot:
+        out.print(f"wrote {bench_plot(data, plot)}")
 
 
 def _compare(old: Path, new: Path, max_regression: float, json_out: Path | None) -> None:
     from toolchain.bench import compare_results, load_result
-    from toolchain.errors import ThresholdError
-    from toolchain.report import bench as bench_report
+    from toolchain.report.bench import compare_table
 
     comparison = compare_results(load_result(old), load_result(new), max_regression)
-    _out().print(bench_report.compare_table(comparison.to_dict()))
-    for note in comparison.notes:
-        console().print(f"note: environment changed: {note}")
-    _write_outputs(comparison.to_dict(), json_out, None, None)
-    if not comparison:
-        raise ThresholdError(comparison.message())
+    view = [compare_table(comparison.to_dict()), *(f"note: environment changed: {n}" for n in comparison.notes)]
+    for item in view:
+        console(min_width=WIDE).print(item)
+    _write(comparison.to_dict(), json_out)
+    finish(comparison, [])
 
 
 def _preprocess(models: list[str], duration: float | None, threads: int | None, json_out: Path | None) -> None:
     import tempfile
 
     from toolchain.bench.preprocessing import preprocess_throughput, save_photos
-    from toolchain.report import bench as bench_report
+    from toolchain.report.bench import preprocess_table
     from toolchain.sources import load_model
 
     spec = load_model(models[0]).spec if models else None
     with tempfile.TemporaryDirectory(prefix="vtool-photos-") as folder:
         rows = preprocess_throughput(save_photos(folder), spec, duration_s=duration or 2.0, threads=threads or 1)
-    _out().print(bench_report.preprocess_table(rows))
-    _write_outputs({"preprocess": rows}, json_out, None, None)
+    console(min_width=WIDE).print(preprocess_table(rows))
+    _write({"preprocess": rows}, json_out)
 
 
 @app.command("bench")
@@ -70,7 +65,7 @@ def bench_cmd(
                                 "that can run each model)."),
     batch_size: str = typer.Option("1", "--batch-size", help="Comma list of batch sizes, e.g. 1,8,32."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    threads: int | None = typer.Option(None, "--threads", help="Intra-op threads per runner (default: backend's own)."),
+    threads: Threads = None,
     iterations: int | None = typer.Option(None, "--iterations", help="Measure exactly N calls (or --duration)."),
     duration: float | None = typer.Option(None, "--duration", help="Measure for S seconds per entry (default 3)."),
     warmup: float = typer.Option(0.5, "--warmup", help="Minimum warm-up seconds (then until timings settle)."),
@@ -78,7 +73,7 @@ def bench_cmd(
     concurrency: str = typer.Option("1", "--concurrency", help="Comma list of requests in flight (threads)."),
     inputs: str = typer.Option("auto", "--inputs", help="auto (real images, else synthetic), real or synthetic."),
     data: str | None = typer.Option(None, "--data", help="Data source for real inputs (default: the model's own)."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON."),
+    json_out: Json = None,
     markdown: Path | None = typer.Option(None, "--markdown", help="Write a Markdown report."),
     plot: Path | None = typer.Option(None, "--plot", help="Write PNG plots (latency vs batch, throughput)."),
     compare: tuple[Path, Path] | None = typer.Option(None, "--compare", help="OLD.json NEW.json: show the change; "
@@ -92,7 +87,7 @@ def bench_cmd(
     if preprocess:
         return _preprocess(models or [], duration, threads, json_out)
     from toolchain.bench import BenchConfig, WarmupPolicy, benchmark, default_models
-    from toolchain.report import bench as bench_report
+    from toolchain.report.bench import bench_footnotes, bench_table
 
     config = BenchConfig(
         backends=parse_list(backend) if backend is not None else None,
@@ -105,7 +100,7 @@ def bench_cmd(
     with err.status("benchmarking...") as status:
         result = benchmark(models or default_models(), config, progress=lambda m: status.update(f"measuring {m}"))
     data_out = result.to_dict()
-    _out().print(bench_report.bench_table(data_out))
-    for line in bench_report.bench_footnotes(data_out, warnings=False):  # warnings were logged already
+    console(min_width=WIDE).print(bench_table(data_out))
+    for line in bench_footnotes(data_out, warnings=False):  # warnings were logged already
         err.print(line)
-    _write_outputs(data_out, json_out, markdown, plot)
+    _write(data_out, json_out, markdown, plot)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from foundation_helpers import TINY_USER_MODEL, assert_one_line_error, cli, one_torch_thread  # noqa: F401
+from helpers import TINY_USER_MODEL, one_line_error, one_torch_thread, run_cli  # noqa: F401
 
 from toolchain.errors import MissingDependencyError, UserInputError, VtoolError
 from toolchain.models import create_model
@@ -33,31 +33,32 @@ def offline_hub(monkeypatch):
 def test_unknown_model_library_and_cli(tmp_path) -> None:
     with pytest.raises(UserInputError, match="Unknown model 'resnet-cn'.*Did you mean 'resnet-cnn'"):
         load_model("resnet-cn")
-    result = cli("train", "--model", "resnet-cn", "--data", "synthetic", "--epochs", 1, "--out", tmp_path / "r")
-    assert_one_line_error(result, "Did you mean 'resnet-cnn'")
-    result = cli("predict", "--model", "nope-net", "--image", tmp_path / "x.png")
+    result = run_cli("train", "--model", "resnet-cn", "--data", "synthetic", "--epochs", 1, "--out", tmp_path / "r")
+    one_line_error(result, "Did you mean 'resnet-cnn'")
+    result = run_cli("predict", "--model", "nope-net", "--image", tmp_path / "x.png")
     assert result.exit_code == 1
 
 
 def test_weights_of_another_architecture(tiny_cnn_state, tmp_path) -> None:
     with pytest.raises(VtoolError, match="does not match architecture 'tiny-resnet'"):
         load_model("tiny-resnet", weights=tiny_cnn_state)
-    result = cli("eval", "--model", "tiny-resnet", "--weights", tiny_cnn_state, "--data", "digits")
-    assert_one_line_error(result, "does not match architecture")
+    result = run_cli("eval", "--model", "tiny-resnet", "--weights", tiny_cnn_state, "--data", "digits")
+    one_line_error(result, "does not match architecture")
 
 
 def test_weights_of_another_class_count(tiny_cnn_state, tmp_path) -> None:
     with pytest.raises(VtoolError, match="shape mismatch"):
         load_model("tiny-cnn", weights=tiny_cnn_state, num_classes=4)
-    result = cli("train", "--model", "tiny-cnn", "--weights", tiny_cnn_state, "--data", "synthetic",
+    result = run_cli("train", "--model", "tiny-cnn", "--weights", tiny_cnn_state, "--data", "synthetic",
                  "--epochs", 1, "--out", tmp_path / "run")
-    assert_one_line_error(result, "shape mismatch")
+    one_line_error(result, "shape mismatch")
     assert not (tmp_path / "run").exists()
 
 
 def test_checkpoint_with_other_class_count_cannot_train_on_data(trained_tiny_cnn, tmp_path) -> None:
-    result = cli("train", "--model", trained_tiny_cnn, "--data", "synthetic", "--epochs", 1, "--out", tmp_path / "r")
-    assert_one_line_error(result, "predicts 10 classes but data")
+    result = run_cli("train", "--model", trained_tiny_cnn, "--data", "synthetic", "--epochs", 1,
+                     "--out", tmp_path / "r")
+    one_line_error(result, "predicts 10 classes but data")
 
 
 def test_weights_file_that_is_not_weights(tmp_path) -> None:
@@ -74,16 +75,16 @@ def test_hub_name_offline_fails_fast_and_clearly(offline_hub, tmp_path) -> None:
     from PIL import Image
 
     Image.new("RGB", (32, 32)).save(image)
-    result = cli("predict", "--model", "hf:google/vit-base-patch16-224", "--image", image)
-    assert_one_line_error(result, "Hugging Face hub")
+    result = run_cli("predict", "--model", "hf:google/vit-base-patch16-224", "--image", image)
+    one_line_error(result, "Hugging Face hub")
 
 
 def test_torchvision_pretrained_offline(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # never find a cached download
     with pytest.raises(MissingDependencyError, match="pretrained resnet18 weights"):
         load_model("resnet18", pretrained=True)
-    result = cli("eval", "--model", "resnet18", "--pretrained", "--data", "digits")
-    assert_one_line_error(result, "--weights PATH")
+    result = run_cli("eval", "--model", "resnet18", "--pretrained", "--data", "digits")
+    one_line_error(result, "--weights PATH")
 
 
 def test_user_module_with_state_dict(tmp_path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import UNSUPPORTED
 
 from toolchain.artifact import load_artifact
 from toolchain.errors import ArtifactError, ExportError, ThresholdError, UserInputError
@@ -17,37 +18,6 @@ from toolchain.models import list_models
 from toolchain.sources import load_model
 
 FORMATS = ("onnx", "pt2", "torchscript")
-
-UNSUPPORTED = '''
-import torch
-from torch import nn
-
-class EigNet(nn.Module):
-    """Uses torch.linalg.eigvals, which has no ONNX implementation."""
-
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.head = nn.Linear(3, num_classes)
-
-    def forward(self, x):
-        values = torch.linalg.eigvals(x[:, 0, :3, :3])
-        return self.head(values.real)
-
-
-class BatchQuirk(nn.Module):
-    """Answers differently at batch 2 (the trace example) than at any other batch: a trace bakes the branch."""
-
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.head = nn.Linear(3 * 32 * 32, num_classes)
-
-    def forward(self, x):
-        logits = self.head(x.flatten(1))
-        if x.shape[0] == 2:
-            return logits
-        return -logits
-'''
-
 
 @pytest.fixture(scope="module")
 def user_models(tmp_path_factory: pytest.TempPathFactory) -> Path:

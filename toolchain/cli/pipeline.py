@@ -1,4 +1,5 @@
-"""vtool pipeline: the whole chain on one model, one report."""
+"""vtool pipeline: PipelineConfig -> toolchain.pipeline.run_pipeline -> artifact table -> --json -> exit 3 when
+an artifact missed the parity thresholds."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import console, guarded, parse_int_list, parse_list
+from toolchain.cli.common import console, finish, guarded, parse_int_list, parse_list
+from toolchain.cli.options import Json, Threads
 
 
 @app.command("pipeline")
@@ -26,22 +28,20 @@ def pipeline_cmd(
     qat_epochs: int = typer.Option(3, help="Quantization-aware fine-tuning epochs."),
     batch_size: str = typer.Option("1,32", "--batch-size", "-b", help="Batch sizes to benchmark."),
     bench_seconds: float = typer.Option(1.0, help="Seconds measured per (artifact, runner, batch)."),
-    threads: int = typer.Option(None, help="Threads for every runner [default: the backend's]."),
+    threads: Threads = None,
     max_drop: float = typer.Option(0.01, help="Largest top-1 drop (0.01 = 1 point) for INT8 and parity, "
                                    "on labelled data."),
     min_agreement: float = typer.Option(0.99, help="Smallest top-1 agreement with the original, on unlabelled "
                                         "data (bundled photos)."),
     force: bool = typer.Option(False, help="Re-run every stage even when its inputs did not change."),
-    json_path: Path = typer.Option(None, "--json", help="Write the report as JSON here too."),
+    json_path: Json = None,
 ) -> None:
     """Train or load -> export -> quantize -> bench -> parity -> report (HTML + Markdown).
 
     Re-running skips stages whose inputs did not change; a failed stage stops the run and keeps
     what already succeeded. Exits 3 when an artifact misses the parity thresholds.
     """
-    from toolchain.errors import ThresholdError
     from toolchain.pipeline import PipelineConfig, run_pipeline
-    from toolchain.report import write_result
     from toolchain.report.tables import pipeline_view
 
     config = PipelineConfig(model=model, data=data, formats=parse_list(formats), quantize=parse_list(quantize),
@@ -49,12 +49,4 @@ def pipeline_cmd(
                             batch_sizes=parse_int_list(batch_size, "--batch-size"), bench_seconds=bench_seconds,
                             threads=threads, max_drop=max_drop, min_agreement=min_agreement, force=force)
     result = run_pipeline(config, notify=lambda msg: console(stderr=True).print(f"[bold cyan]>[/] {msg}"))
-    out = console()
-    if not out.is_terminal:
-        out.width = max(out.width, 150)  # logs and pipes: keep rows on one line
-    for item in pipeline_view(result):
-        out.print(item)
-    if json_path is not None:
-        write_result(json_path, result.to_dict())
-    if not result:
-        raise ThresholdError(result.message())
+    finish(result, pipeline_view(result), json_path, out=console(min_width=150))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers import run_cli
 
 from toolchain.artifact import load_artifact
 from toolchain.compare import Thresholds
@@ -39,7 +40,7 @@ def int8_artifact(exported_tiny_cnn, tmp_path_factory) -> tuple[Path, object]:
     [
         ("calibration", "minmaxx", "Did you mean 'minmax'"),
         ("mode", "static", "Unknown quantization mode 'static'"),
-        ("backend", "tensorrt", "Unknown quantization backend"),
+        ("engine", "tensorrt", "Unknown quantization engine"),
         ("target", "avx3", "Unknown target"),
         ("samples", 0, "--samples must be >= 1"),
         ("max_drop", 1.5, "--max-drop must be a fraction"),
@@ -54,7 +55,7 @@ def test_config_rejects_bad_values_in_one_line(field: str, value: object, match:
 
 def test_dynamic_mode_refuses_torchao_backend() -> None:
     with pytest.raises(UserInputError, match="ONNX Runtime only"):
-        QuantConfig(mode="dynamic", backend="torchao")
+        QuantConfig(mode="dynamic", engine="torchao")
 
 
 @pytest.mark.parametrize(
@@ -234,23 +235,15 @@ def test_empty_class_folder_is_refused(exported_tiny_cnn, tmp_path: Path) -> Non
 # ------------------------------------------------------------------ CLI
 
 
-def _cli(args: list[str]):
-    from typer.testing import CliRunner
-
-    from toolchain.cli import app
-
-    return CliRunner().invoke(app, args)
-
-
 def test_cli_unknown_calibration_is_one_line_exit_1(exported_tiny_cnn) -> None:
-    result = _cli(["quantize", "--model", str(exported_tiny_cnn("onnx")), "--calibration", "entropyy"])
+    result = run_cli("quantize", "--model", str(exported_tiny_cnn("onnx")), "--calibration", "entropyy")
     assert result.exit_code == 1
     lines = [line for line in result.output.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Did you mean 'entropy'" in lines[0]
 
 
 def test_cli_qat_on_onnx_exit_1(exported_tiny_cnn) -> None:
-    result = _cli(["quantize", "--model", str(exported_tiny_cnn("onnx")), "--mode", "qat", "--data", "digits"])
+    result = run_cli("quantize", "--model", str(exported_tiny_cnn("onnx")), "--mode", "qat", "--data", "digits")
     assert result.exit_code == 1 and "without its checkpoint" in result.output
 
 
@@ -258,8 +251,8 @@ def test_cli_missed_budget_exit_3_writes_json(exported_tiny_cnn, tmp_path: Path,
     # Whether a tiny model misses a tight budget depends on rounding; force the miss to test the CLI contract.
     monkeypatch.setattr(Thresholds, "check", lambda self, metrics: ["forced miss"])
     report = tmp_path / "q.json"
-    result = _cli(["quantize", "--model", str(exported_tiny_cnn("onnx")), "--data", "digits", "--samples", "4",
-                   "--no-fallback", "--no-speed", "--out", str(tmp_path / "q"), "--json", str(report)])
+    result = run_cli("quantize", "--model", str(exported_tiny_cnn("onnx")), "--data", "digits", "--samples", "4",
+                   "--no-fallback", "--no-speed", "--out", str(tmp_path / "q"), "--json", str(report))
     assert result.exit_code == 3, result.output
     data = json.loads(report.read_text())
     assert data["passed"] is False and data["path"] is None and data["attempts"][0]["step"] == "initial"
@@ -267,8 +260,8 @@ def test_cli_missed_budget_exit_3_writes_json(exported_tiny_cnn, tmp_path: Path,
 
 def test_cli_ptq_json(exported_tiny_cnn, tmp_path: Path) -> None:
     report = tmp_path / "q.json"
-    result = _cli(["quantize", "--model", str(exported_tiny_cnn("onnx")), "--data", "digits", "--samples", "32",
-                   "--no-speed", "--out", str(tmp_path / "q"), "--json", str(report)])
+    result = run_cli("quantize", "--model", str(exported_tiny_cnn("onnx")), "--data", "digits", "--samples", "32",
+                   "--no-speed", "--out", str(tmp_path / "q"), "--json", str(report))
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert data["passed"] and data["precision"] == "int8" and data["calibration_set"]["images"] == 32
@@ -292,7 +285,7 @@ def test_qat_from_checkpoint_exports_int8_onnx(trained_tiny_cnn: Path, tmp_path:
 @pytest.mark.slow
 def test_torchao_ptq_writes_pt2(trained_tiny_cnn: Path, tmp_path: Path) -> None:
     result = quantize(str(trained_tiny_cnn), "digits",
-                      QuantConfig(backend="torchao", samples=32, out=tmp_path / "pt2", speed=False))
+                      QuantConfig(engine="torchao", samples=32, out=tmp_path / "pt2", speed=False))
     assert result.artifact.manifest.format == "pt2" and result.passed
     assert result.summary["calibration_set"]["images"] == 32
 

@@ -7,26 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_export import UNSUPPORTED  # tests/ is on sys.path (pytest rootdir-less layout)
-from test_parity import damaged_checkpoint
-from typer.testing import CliRunner
-
-from toolchain.cli import app
-
-
-def vtool(*args: str):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def one_line_error(result, code: int = 1) -> str:
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    return lines[0]
+from helpers import UNSUPPORTED, damaged_checkpoint, one_line_error
+from helpers import run_cli as vtool
 
 
 @pytest.fixture(scope="module")

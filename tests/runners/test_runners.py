@@ -13,7 +13,7 @@ from toolchain.artifact import load_artifact
 from toolchain.errors import ArtifactError, MissingDependencyError, UserInputError
 from toolchain.inputs import evaluation_inputs
 from toolchain.models import LoadedModel
-from toolchain.runners import DEFAULT_RUNNER, RUNNERS, get_runner, installed_runners, runners_for
+from toolchain.runners import DEFAULT_RUNNER, RUNNERS, get_runner, installed_runners, run_model, runners_for
 from toolchain.runners.onnxrt import providers_for
 from toolchain.sources import load_model
 
@@ -171,3 +171,50 @@ def test_runner_options_validated(tiny_cnn_model, exported_tiny_cnn) -> None:
 def test_torch_compile_inductor_matches_eager(tiny_cnn_model, real_images, eager_logits) -> None:
     with get_runner("torch-compile", tiny_cnn_model, threads=2) as runner:
         np.testing.assert_allclose(runner.infer(real_images[:7]), eager_logits[:7], atol=1e-4, rtol=0)
+
+
+# ------------------------------------------------------------------ loader/runner split, batching, named outputs
+
+
+def test_runner_from_a_model_file_and_its_spec(tiny_cnn_model, exported_tiny_cnn, real_images, eager_logits) -> None:
+    path = exported_tiny_cnn("onnx") / "model.onnx"
+    with get_runner("auto", path, spec=tiny_cnn_model.spec, threads=1) as runner:
+        assert runner.name == "onnxruntime" and runner.model.origin == f"file:{path}"
+        np.testing.assert_allclose(runner.infer(real_images), eager_logits, atol=1e-4, rtol=0)
+    with pytest.raises(UserInputError, match="needs its ModelSpec"):
+        get_runner("onnxruntime", path)
+
+
+def test_infer_batched_equals_one_big_batch(tiny_cnn_model, real_images, eager_logits) -> None:
+    with get_runner("torch", tiny_cnn_model) as runner:
+        for size in (1, 7, 64):
+            np.testing.assert_allclose(runner.infer_batched(real_images, size), eager_logits, atol=1e-5, rtol=0)
+        assert runner.infer_batched(real_images[:0]).shape == (0, 10)
+        with pytest.raises(UserInputError, match="batch size must be >= 1"):
+            runner.infer_batched(real_images, 0)
+    logits = run_model(tiny_cnn_model, real_images, "torch", batch_size=4)
+    np.testing.assert_allclose(logits, eager_logits, atol=1e-5, rtol=0)
+
+
+def test_onnxruntime_run_outputs_all_named_and_intermediate(tiny_cnn_model, exported_tiny_cnn, real_images,
+                                                            eager_logits) -> None:
+    import onnx
+
+    path = exported_tiny_cnn("onnx") / "model.onnx"
+    relu = next(n.output[0] for n in onnx.load(str(path)).graph.node if n.op_type == "Relu")
+    with get_runner("onnxruntime", path, spec=tiny_cnn_model.spec) as runner:
+        outputs = runner.run_outputs(real_images[:3])
+        assert list(outputs) == ["logits"] and outputs["logits"].shape == (3, 10)
+        with pytest.raises(UserInputError, match="has no output"):
+            runner.run_outputs(real_images[:3], [relu])
+    with get_runner("onnxruntime", path, spec=tiny_cnn_model.spec, expose_outputs=[relu],
+                    graph_optimization="disable") as runner:
+        assert runner.output_names == ["logits", relu]
+        named = runner.run_outputs(real_images[:3], [relu])
+        assert list(named) == [relu] and named[relu].shape[0] == 3 and (named[relu] >= 0).all()  # after a ReLU
+        np.testing.assert_allclose(runner.infer(real_images[:3]), eager_logits[:3], atol=1e-4, rtol=0)
+        assert runner.session.get_session_options().log_severity_level == 3
+    with pytest.raises(UserInputError, match="no tensor named"):
+        get_runner("onnxruntime", path, spec=tiny_cnn_model.spec, expose_outputs=["nope"]).load()
+    with pytest.raises(UserInputError, match="graph_optimization"):
+        get_runner("onnxruntime", path, spec=tiny_cnn_model.spec, graph_optimization="max").load()

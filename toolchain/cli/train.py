@@ -1,0 +1,67 @@
+"""vtool train: config from the flags that were given -> toolchain.train.train -> table -> --json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from toolchain.cli import app
+from toolchain.cli.common import console, finish, guarded, overrides, parse_size
+from toolchain.cli.options import InputSize, Json, Model, NumClasses, Overwrite, Pretrained, Threads, Weights
+
+
+@app.command("train")
+@guarded
+def train_cmd(
+    model: Model = None,
+    data: str = typer.Option("digits", "--data", "-d", help="digits, synthetic, cifar10 or an ImageFolder dir."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (best.pt, last.pt, history.json, curves.png)."),
+    epochs: int = typer.Option(None, help="Epochs (default: 15)."),
+    lr: float = typer.Option(None, help="Peak learning rate (default: 0.002)."),
+    optimizer: str = typer.Option(None, help="adamw or sgd (momentum 0.9) (default: adamw)."),
+    schedule: str = typer.Option(None, help="cosine, step or constant (default: cosine)."),
+    warmup_epochs: float = typer.Option(None, help="Linear warm-up epochs (default: 1.0)."),
+    weight_decay: float = typer.Option(None, help="Weight decay (default: 0.01)."),
+    label_smoothing: float = typer.Option(None, help="Label smoothing (default: 0.0)."),
+    class_weighted: bool = typer.Option(None, "--class-weighted/--no-class-weighted",
+                                        help="Weight the loss by inverse class frequency (imbalanced data)."),
+    batch_size: int = typer.Option(None, help="Batch size (default: 64)."),
+    seed: int = typer.Option(None, help="Seed for weights, shuffling and the data split (default: 0)."),
+    patience: int = typer.Option(None, help="Stop when val loss has not improved for N epochs (default: off)."),
+    augment: bool = typer.Option(None, "--augment/--no-augment", help="Training augmentation (default: on)."),
+    grad_clip: float = typer.Option(None, help="Clip the gradient norm to this value (default: off)."),
+    freeze_backbone: bool = typer.Option(None, "--freeze-backbone/--no-freeze-backbone",
+                                         help="Train only the classifier head (feature extraction)."),
+    device: str = typer.Option(None, help="auto, cpu or cuda (mixed precision on cuda) (default: auto)."),
+    threads: Threads = None,
+    val_fraction: float = typer.Option(0.15, help="Share of each class held out for validation."),
+    test_fraction: float = typer.Option(0.15, help="Share of each class held out for the final test."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
+    overwrite: Overwrite = False,
+    weights: Weights = None,
+    num_classes: NumClasses = None,
+    input_size: InputSize = None,
+    pretrained: Pretrained = None,
+    json_path: Json = None,
+) -> None:
+    """Train a classifier; writes best.pt (load it with --model RUN_DIR), last.pt, history.json, curves.png.
+
+    Recipes measured on digits (2 shared CPU cores): the defaults train simple-cnn to ~0.96-0.99 test accuracy
+    in 15 epochs (about a minute); resnet-cnn reached 0.989 (15 epochs, lr 1e-3). A ViT from scratch needs more:
+    --model vit-tiny --epochs 40 --lr 1e-3 --warmup-epochs 3 --weight-decay 0.05 --label-smoothing 0.1
+    --grad-clip 1.0 --batch-size 32 (0.974). Pretrained EfficientNet-Lite0 as a frozen feature extractor:
+    --model efficientnet-lite0 --freeze-backbone --input-size 96 --epochs 5 --lr 5e-3 (0.915).
+    """
+    from toolchain.data import DataConfig
+    from toolchain.report.progress import training_bar
+    from toolchain.report.tables import train_view
+    from toolchain.train import TrainConfig, resume_config, train
+
+    given = {k: v for k, v in overrides(TrainConfig, locals()).items() if k not in ("resume", "overwrite")}
+    config = resume_config(out, **given) if resume else TrainConfig(**given, overwrite=overwrite)
+    data_config = DataConfig(source=data, val_fraction=val_fraction, test_fraction=test_fraction, seed=config.seed)
+    with training_bar(console(stderr=True)) as progress:
+        result = train(model, data_config, config, out, progress, threads=threads, weights=weights,
+                       num_classes=num_classes, input_size=parse_size(input_size), pretrained=pretrained)
+    finish(result, train_view(result), json_path)
