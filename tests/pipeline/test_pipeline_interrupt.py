@@ -29,9 +29,10 @@ def _leftovers(root: Path) -> list[Path]:
 
 def _interrupt_during(proc: subprocess.Popen, marker: str, lines: list[str]) -> None:
     """Press Ctrl-C as soon as `marker` shows in the output (whatever the machine's speed); press it again, as a
-    user would, only when the interrupt was swallowed (a KeyboardInterrupt landing in a weakref callback is
-    printed as 'Exception ignored ...' and the run goes on) or nothing happened for 5 s: a second Ctrl-C
-    during clean-up would be a different test."""
+    user would, only while vtool has not answered 'interrupted', and then only when the interrupt was swallowed
+    (a KeyboardInterrupt landing in a weakref callback is printed as 'Exception ignored ...' and the run goes
+    on) or nothing happened for 10 s. A Ctrl-C during clean-up, or while the interpreter shuts down after
+    vtool answered, would be a different test."""
     readers = [threading.Thread(target=lambda s=stream: lines.extend(s), daemon=True)
                for stream in (proc.stdout, proc.stderr)]
     for reader in readers:
@@ -43,12 +44,15 @@ def _interrupt_during(proc: subprocess.Popen, marker: str, lines: list[str]) -> 
     proc.send_signal(signal.SIGINT)
     sent, swallowed = time.monotonic(), 0
     while proc.poll() is None:
+        if any("error: interrupted" in line for line in lines):
+            break
         now_swallowed = sum("Exception ignored" in line for line in lines)
-        if now_swallowed > swallowed or time.monotonic() - sent > 5.0:
+        if now_swallowed > swallowed or time.monotonic() - sent > 10.0:
             swallowed = now_swallowed
             proc.send_signal(signal.SIGINT)
             sent = time.monotonic()
         time.sleep(0.1)
+    proc.wait(timeout=300)
     for reader in readers:
         reader.join(timeout=30)
 
