@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import MissingDependencyError, UserInputError
+from toolchain.photos import bundled_photos, photo_crops  # noqa: F401 - re-exported: callers import them from here
 from toolchain.preprocess import IMAGE_SUFFIXES, eval_transform, open_image, to_model_mode, train_transform
 from toolchain.spec import ModelSpec
 
@@ -363,33 +364,3 @@ def check_model_fits_data(spec: ModelSpec, bundle: DataBundle) -> None:
             f"{bundle.num_classes} ({', '.join(bundle.class_names[:5])}...). Use data with the model's classes or "
             "train/fine-tune on this data first."
         )
-
-
-def bundled_photos() -> list[tuple[str, Any]]:
-    """Real photos shipped with scikit-image (offline), for ImageNet-pretrained models."""
-    from PIL import Image
-    from skimage import data as skdata
-
-    photos = []
-    for name in ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "horse"):
-        try:
-            array = getattr(skdata, name)()
-        except Exception as exc:  # noqa: BLE001 - some need a download; skip those offline
-            log.debug("skipping skimage photo %s: %s", name, exc)
-            continue
-        if array.dtype == bool:
-            array = array.astype(np.uint8) * 255
-        photos.append((name, Image.fromarray(array).convert("RGB")))
-    return photos
-
-
-def photo_crops(spec: ModelSpec, count: int = 200, seed: int = 0) -> np.ndarray:
-    """`count` augmented crops of the bundled photos, preprocessed: real images for parity checks."""
-    import torch
-
-    torch.manual_seed(seed)
-    photos = bundled_photos()
-    if not photos:
-        raise MissingDependencyError("No bundled photos available (scikit-image is missing).")
-    augment = train_transform(spec, hflip=True, strength=1.5)
-    return np.stack([augment(photos[i % len(photos)][1]).numpy() for i in range(count)]).astype(np.float32)

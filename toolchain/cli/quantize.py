@@ -12,8 +12,9 @@ from toolchain.cli.common import deprecated, finish, guarded, load_source, outco
 from toolchain.cli.options import InputSize, Json, NumClasses, Out
 
 MODEL_HELP = "fp32 source: checkpoint/run dir, registry name, fp32 ONNX artifact dir or .onnx file."
-DATA_HELP = ("Calibration + held-out data: digits, synthetic, an ImageFolder dir [default: the model's recorded "
-             "data, else bundled photo crops for ImageNet models].")
+DATA_HELP = ("Calibration + held-out data: digits, synthetic, an ImageFolder, a flat folder of images, an .npy "
+             "array (N,C,H,W preprocessed) [default: the model's recorded data, else bundled photo crops for ImageNet "
+             "models]. Judging images never overlap calibration.")
 Backend = Annotated[str | None, typer.Option("--backend", hidden=True, help="Deprecated: use --engine.")]
 
 
@@ -25,12 +26,28 @@ def quantize_cmd(
     data: str = typer.Option(None, "--data", "-d", help=DATA_HELP),
     engine: str = typer.Option("onnxruntime", "--engine", help="onnxruntime (QDQ ONNX) or torchao (PT2E, .pt2)."),
     backend: Backend = None,
-    calibration: str = typer.Option("minmax", "--calibration", help="minmax, entropy or percentile."),
+    calibration: str = typer.Option("mse", "--calibration",
+                                    help="Activation ranges: mse (least quantization error), minmax, percentile, "
+                                         "entropy (ONNX Runtime's KL calibrator)."),
     samples: int = typer.Option(256, "--samples", help="Calibration images (stratified over classes)."),
+    reconstruction: str = typer.Option("gptq", "--reconstruction",
+                                       help="Weights: gptq (layer-wise output error, activation-aware) or nearest."),
+    recon_samples: int = typer.Option(64, "--recon-samples", help="Calibration images driving gptq/bias correction."),
+    cle: str = typer.Option("auto", "--cle", help="Cross-layer equalization + high-bias absorption: auto (with "
+                                                  "--per-tensor), on, off."),
+    bias_correction: bool = typer.Option(False, "--bias-correction/--no-bias-correction",
+                                         help="Correct each layer's mean output shift from INT8 weights."),
+    smoothquant: float = typer.Option(None, "--smoothquant",
+                                      help="SmoothQuant alpha for transformer MatMul/Gemm [default: 0.5 on "
+                                           "transformers, off otherwise; 0 = off]."),
+    min_speedup: float = typer.Option(1.0, "--min-speedup",
+                                      help="The float fallback stops before INT8 gets slower than this x fp32."),
+    distill: str = typer.Option("auto", "--distill", help="QAT: learn fp32's logits instead of labels: auto "
+                                                          "(when the data has no labels), on, off."),
     percentile: float = typer.Option(99.99, "--percentile", help="Percentile kept by --calibration percentile."),
     max_drop: float = typer.Option(None, "--max-drop", help="Max top-1 drop on labeled data [default: 0.01]."),
     min_agreement: float = typer.Option(None, "--min-agreement",
-                                        help="Min top-1 agreement with fp32 on unlabeled data [default: 0.99]."),
+                                        help="Min top-1 agreement with fp32 on unlabeled data [default: 0.95]."),
     eval_samples: int = typer.Option(None, "--eval-samples", help="Cap on held-out images [default: all / 200]."),
     target: str = typer.Option("auto", "--target", help="CPU preset: auto (detect), avx2, avx512, avx512-vnni, "
                                                         "amx, arm64, generic."),
@@ -40,8 +57,8 @@ def quantize_cmd(
     preset: str = typer.Option("auto", "--preset", help="Op preset: auto, cnn, vit (LayerNorm/Softmax/GELU float)."),
     exclude: str = typer.Option(None, "--exclude", help="Comma-separated ONNX node names to keep in float."),
     fallback: bool = typer.Option(True, "--fallback/--no-fallback",
-                                  help="On a missed budget try better calibration, then float layers."),
-    max_float_nodes: int = typer.Option(24, "--max-float-nodes", help="Most layers the fallback may keep float."),
+                                  help="On a missed budget keep the most damaging layers float (while faster)."),
+    max_float_nodes: int = typer.Option(8, "--max-float-nodes", help="Most layers the fallback may keep float."),
     epochs: int = typer.Option(3, "--epochs", help="QAT fine-tuning epochs."),
     lr: float = typer.Option(1e-4, "--lr", help="QAT learning rate."),
     augment: bool = typer.Option(False, "--augment/--no-augment", help="QAT: train-time augmentation."),
@@ -58,7 +75,9 @@ def quantize_cmd(
 
     config = QuantConfig(
         mode=mode, engine=deprecated("--backend", "--engine", backend, engine), calibration=calibration,
-        samples=samples, percentile=percentile, max_drop=max_drop, min_agreement=min_agreement,
+        samples=samples, reconstruction=reconstruction, recon_samples=recon_samples, cle=cle,
+        bias_correction=bias_correction, smoothquant=smoothquant, min_speedup=min_speedup, distill=distill,
+        percentile=percentile, max_drop=max_drop, min_agreement=min_agreement,
         eval_samples=eval_samples, target=target, reduce_range=reduce_range, per_channel=per_channel, preset=preset,
         nodes_to_exclude=parse_list(exclude), fallback=fallback, max_float_nodes=max_float_nodes, epochs=epochs,
         lr=lr, augment=augment, threads=threads, speed=speed, out=out,

@@ -112,19 +112,30 @@ def parity_view(result: Any) -> View:
 
 
 def quantize_view(result: Any) -> View:
-    """Every attempt (calibration, float layers, agreement, drop), then target, size, speed and notes."""
+    """The steps applied, every candidate (float layers, agreement, drop, SQNR, speed), then target, size, notes."""
     summary = result.summary
+    columns = ("step", "float layers", "agreement", "top-1", "drop", "SQNR dB", "vs fp32", "result")
     table = _table(f"quantize {summary['mode']} ({summary['engine']}): {result.path or 'nothing written'}",
-                   ("step", "calibration", "float layers", "agreement", "top-1", "drop", "result"),
-                   left=("step", "calibration", "float layers", "agreement", "top-1", "drop", "result"))
+                   columns, left=("step", "result"))
     for row in result.attempts:
-        drop = "" if row["top1_delta"] is None else f"{-row['top1_delta']:.4f}"
-        top1 = "" if row["top1_cand"] is None else f"{row['top1_cand']:.4f}"
-        table.add_row(row["step"], row["calibration"], str(row["float_nodes"]), f"{row['agreement']:.4f}", top1,
-                      drop, "ok" if row["passed"] else row["reason"])
+        drop = "" if row.get("top1_delta") is None else f"{-row['top1_delta']:.4f}"
+        top1 = "" if row.get("top1_cand") is None else f"{row['top1_cand']:.4f}"
+        sqnr = "" if row.get("sqnr_db") is None else f"{row['sqnr_db']:.1f}"
+        speed = "" if row.get("speedup_vs_fp32") is None else f"{row['speedup_vs_fp32']:.2f}x"
+        macs = row.get("float_macs_pct")
+        floats = str(row["float_nodes"]) + (f" ({macs:.1f}% MACs)" if macs else "")
+        table.add_row(row["step"], floats, f"{row['agreement']:.4f}", top1, drop, sqnr, speed,
+                      "ok" if row["passed"] else row["reason"])
+    view: View = []
+    steps = [s for s in summary.get("steps") or [] if s.get("applied")]
+    if steps:
+        view.append("steps: " + ", ".join(s["step"] for s in steps))
+    view.append(table)
     hw = summary.get("hardware", {})
     size = f"size {summary['size_fp32_mb']:.3f} MB -> {summary['size_mb']:.3f} MB ({summary['size_ratio']:.2f}x)"
-    view: View = [table, f"target {hw.get('target')} (detected: {hw.get('detected')}): {hw.get('note')}", size]
+    view += [f"target {hw.get('target')} (detected: {hw.get('detected')}): {hw.get('note')}", size]
+    if summary.get("float_summary"):
+        view.append(summary["float_summary"])
     speed = summary.get("speed") or {}
     for key in ("ratio_vs_fp32_onnx", "ratio_vs_fp32_torch"):
         if key in speed:
