@@ -73,3 +73,38 @@ def run(model: onnx.ModelProto | Path, x: np.ndarray) -> np.ndarray:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
+
+
+def residual_net(seed: int = 0, channels: int = 6) -> onnx.ModelProto:
+    """conv0 -> relu -> conv_a (t1, no act) ; t1 -> conv_b -> relu -> conv_c (t2) ; t1 + t2 = t3 -> conv_d -> head.
+
+    {t1, t2, t3} is one linear stream: written by conv_a and conv_c, read by conv_b and conv_d.
+    """
+    rng = np.random.default_rng(seed)
+    uneven = rng.uniform(0.05, 4.0, (channels, 1, 1, 1))  # stream channels of very different ranges
+    inits = [_init("w0", rng.normal(0, 0.5, (channels, 3, 3, 3))), _init("b0", rng.normal(0, 0.1, channels)),
+             _init("wa", rng.normal(0, 0.3, (channels, channels, 1, 1)) * uneven),
+             _init("ba", rng.normal(0, 0.1, channels)),
+             _init("wb", rng.normal(0, 0.3, (channels, channels, 3, 3))), _init("bb", rng.normal(0, 0.1, channels)),
+             _init("wc", rng.normal(0, 0.3, (channels, channels, 1, 1)) * uneven),
+             _init("bc", rng.normal(0, 0.1, channels)),
+             _init("wd", rng.normal(0, 0.3, (8, channels, 1, 1))), _init("bd", rng.normal(0, 0.1, 8)),
+             _init("w3", rng.normal(0, 0.3, (10, 8))), _init("b3", np.zeros(10))]
+    nodes = [helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["a0"], name="act0"),
+             helper.make_node("Conv", ["a0", "wa", "ba"], ["t1"], name="conv_a"),
+             helper.make_node("Conv", ["t1", "wb", "bb"], ["cb"], name="conv_b", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["cb"], ["ab"], name="actb"),
+             helper.make_node("Conv", ["ab", "wc", "bc"], ["t2"], name="conv_c"),
+             helper.make_node("Add", ["t1", "t2"], ["t3"], name="add"),
+             helper.make_node("Conv", ["t3", "wd", "bd"], ["cd"], name="conv_d"),
+             helper.make_node("Relu", ["cd"], ["ad"], name="actd"),
+             helper.make_node("GlobalAveragePool", ["ad"], ["gap"], name="gap"),
+             helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+             helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "residual", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                                  ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)

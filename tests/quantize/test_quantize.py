@@ -42,6 +42,7 @@ def int8_artifact(exported_tiny_cnn, tmp_path_factory) -> tuple[Path, object]:
         ("reconstruction", "adaround", "Unknown weight reconstruction"),
         ("cle", "yes", "Unknown --cle"),
         ("smoothquant", 1.5, "--smoothquant alpha"),
+        ("stream_alpha", -0.1, "--stream-alpha alpha"),
         ("min_speedup", 0.0, "--min-speedup"),
         ("recon_samples", 0, "--recon-samples must be >= 1"),
         ("mode", "static", "Unknown quantization mode 'static'"),

@@ -245,3 +245,38 @@ def test_smoothquant_keeps_the_function_and_flattens_the_outlier_channel() -> No
     np.testing.assert_allclose(run(graph.model, x), before, rtol=1e-4, atol=1e-4)
     gamma = np.abs(graph.array("gamma"))
     assert gamma.max() / np.median(gamma) < gamma_before.max() / np.median(np.abs(gamma_before))
+
+
+# ------------------------------------------------------------------ residual stream equalization
+
+
+def test_streams_are_found_and_equalized_without_changing_the_function(x: np.ndarray) -> None:
+    from graphs import residual_net
+
+    from toolchain.quantize import streams
+
+    graph = OnnxGraph(residual_net())
+    found = streams.find_streams(graph)
+    assert len(found) == 1
+    stream = found[0]
+    assert stream.tensors == ["t1", "t2", "t3"]
+    assert {w.name for w in stream.writers} == {"conv_a", "conv_c"}
+    assert {r.name for r in stream.readers} == {"conv_b", "conv_d"}
+    before = run(graph.model, x)
+    probe = graph.save(Path(__import__("tempfile").mkdtemp()) / "g.onnx")
+    from toolchain.runners import get_runner
+
+    with get_runner("onnxruntime", probe, spec=SPEC, graph_optimization="disable",
+                    expose_outputs=["t1", "t2", "t3"]) as r:
+        values = r.run_outputs(x, ["t1", "t2", "t3"])
+    maxima = {k: np.abs(np.moveaxis(v, 1, -1).reshape(-1, v.shape[1])).max(axis=0) for k, v in values.items()}
+    figures = streams.equalize_streams(graph, found, maxima, alpha=1.0)
+    assert figures["streams"] == 1 and figures["mean_range_narrowing"] > 1.5
+    np.testing.assert_allclose(run(graph.model, x), before, rtol=1e-4, atol=1e-4)
+
+
+def test_streams_skip_tensors_that_pass_an_activation() -> None:
+    from toolchain.quantize import streams
+
+    assert streams.find_streams(OnnxGraph(conv_net("Relu"))) == []  # conv1 -> Relu: not a linear stream
+    assert [s.tensors for s in streams.find_streams(OnnxGraph(conv_net("none")))] == []  # Identity in between

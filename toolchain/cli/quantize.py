@@ -40,6 +40,9 @@ def quantize_cmd(
     smoothquant: float = typer.Option(None, "--smoothquant",
                                       help="SmoothQuant alpha for transformer MatMul/Gemm [default: 0.5 on "
                                            "transformers, off otherwise; 0 = off]."),
+    stream_alpha: float = typer.Option(None, "--stream-alpha",
+                                       help="Equalize CNN residual streams per channel (SmoothQuant for convs): "
+                                            "alpha [default: off; 0 = off]."),
     min_speedup: float = typer.Option(1.0, "--min-speedup",
                                       help="The float fallback stops before INT8 gets slower than this x fp32."),
     distill: str = typer.Option("auto", "--distill", help="QAT: learn fp32's logits instead of labels: auto "
@@ -76,7 +79,8 @@ def quantize_cmd(
     config = QuantConfig(
         mode=mode, engine=deprecated("--backend", "--engine", backend, engine), calibration=calibration,
         samples=samples, reconstruction=reconstruction, recon_samples=recon_samples, cle=cle,
-        bias_correction=bias_correction, smoothquant=smoothquant, min_speedup=min_speedup, distill=distill,
+        bias_correction=bias_correction, smoothquant=smoothquant, stream_alpha=stream_alpha,
+        min_speedup=min_speedup, distill=distill,
         percentile=percentile, max_drop=max_drop, min_agreement=min_agreement,
         eval_samples=eval_samples, target=target, reduce_range=reduce_range, per_channel=per_channel, preset=preset,
         nodes_to_exclude=parse_list(exclude), fallback=fallback, max_float_nodes=max_float_nodes, epochs=epochs,

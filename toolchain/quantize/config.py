@@ -62,6 +62,7 @@ class PtqSteps:
     reconstruction: str  # gptq (layer-wise output error) or nearest (round to nearest)
     bias_correction: bool
     smoothquant: float | None  # alpha for transformer MatMul/Gemm; None: auto (0.5 on transformers)
+    stream_alpha: float | None  # activation equalization of CNN residual streams; None: off
     fuse_transformer: str  # ORT transformer fusion for ViT graphs: auto, on, off
     preset: str
 
@@ -100,6 +101,7 @@ class QuantConfig:
     cle: str = "auto"
     bias_correction: bool = False
     smoothquant: float | None = None
+    stream_alpha: float | None = None
     fuse_transformer: str = "auto"
     per_channel: bool = True
     target: str = "auto"
@@ -152,8 +154,9 @@ class QuantConfig:
             raise UserInputError(f"--eval-samples must be >= 1, got {self.eval_samples}.")
         if not 90.0 <= self.percentile < 100.0:
             raise UserInputError(f"--percentile must be in [90, 100), got {self.percentile}; try 99.99.")
-        if self.smoothquant is not None and not 0.0 <= self.smoothquant <= 1.0:
-            raise UserInputError(f"--smoothquant alpha must be in [0, 1], got {self.smoothquant}; try 0.5.")
+        for flag, alpha in (("--smoothquant", self.smoothquant), ("--stream-alpha", self.stream_alpha)):
+            if alpha is not None and not 0.0 <= alpha <= 1.0:
+                raise UserInputError(f"{flag} alpha must be in [0, 1], got {alpha}; try 0.5 (0 = off).")
         if not 0.0 < self.min_speedup <= 10.0:
             raise UserInputError(f"--min-speedup must be in (0, 10], got {self.min_speedup}; 1.0 = as fast as fp32.")
         if not 0.0 < self.lr < 1.0:
@@ -191,7 +194,7 @@ class QuantConfig:
                                    self.recon_samples, self.seed)
 
     def steps(self) -> PtqSteps:
-        return PtqSteps(self.cle, self.reconstruction, self.bias_correction, self.smoothquant,
+        return PtqSteps(self.cle, self.reconstruction, self.bias_correction, self.smoothquant, self.stream_alpha,
                         self.fuse_transformer, self.preset)
 
     def search(self) -> SearchSettings:

@@ -21,6 +21,7 @@ import numpy as np
 from toolchain.quantize.graph import Layer
 
 MAX_POSITIONS = 2048  # positions sampled per image batch and layer (enough for fan-ins up to ~1k)
+DEPTHWISE_POSITIONS = 512  # a depthwise channel's fan-in is 9 or 25: far fewer samples pin its Gram matrix
 PER_ROW_MAX_FAN_IN = 32  # per-output-channel masked Gram only where it stays cheap
 INACTIVE_SHARE = 0.1  # weight of positions where the following activation is saturated
 
@@ -99,7 +100,8 @@ class LayerStats:
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
         import torch
 
-        keep = sample_positions(self.layer, x.shape, y.shape, MAX_POSITIONS, self.generator)
+        limit = DEPTHWISE_POSITIONS if self.layer.depthwise else MAX_POSITIONS
+        keep = sample_positions(self.layer, x.shape, y.shape, limit, self.generator)
         out_hw = tuple(y.shape[2:]) if self.layer.op == "Conv" else None
         p = patches(self.layer, x, out_hw, keep)
         groups, fan, _ = p.shape
