@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import MissingDependencyError, UserInputError
+from toolchain.images import verify_image
 from toolchain.photos import bundled_photos, photo_crops  # noqa: F401 - re-exported: callers import them from here
 from toolchain.preprocess import IMAGE_SUFFIXES, eval_transform, open_image, to_model_mode, train_transform
 from toolchain.spec import ModelSpec
@@ -180,7 +181,7 @@ def image_folder_samples(folder: str | Path) -> SampleSet:
                     f"'{file}' is not an image file (expected {', '.join(IMAGE_SUFFIXES)}); "
                     "move it out of the class folder."
                 )
-            _verify_image(file)
+            verify_image(file)
         if not files:
             raise UserInputError(f"Class folder '{class_dir}' has no images; add images or remove the folder.")
         items += files
@@ -188,18 +189,6 @@ def image_folder_samples(folder: str | Path) -> SampleSet:
     if len(class_dirs) < 2:
         raise UserInputError(f"'{root}' has only one class folder ('{class_dirs[0].name}'); a classifier needs two.")
     return SampleSet(items, np.asarray(labels, dtype=np.int64), tuple(p.name for p in class_dirs), str(root))
-
-
-def _verify_image(file: Path) -> None:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(file) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserInputError(
-            f"'{file}' is not a readable image ({str(exc)[:100]}); remove or replace it."
-        ) from None
 
 
 def cifar10_samples(root: str | Path = "~/.cache/vtool/cifar10") -> SampleSet:
