@@ -149,15 +149,27 @@ def synthetic_samples(classes: int = 4, per_class: int = 60, size: int = 32, see
 
 
 def generate_synthetic(out_dir: str | Path, classes: int = 4, per_class: int = 60, size: int = 32,
-                       seed: int = 0) -> Path:
-    """Write the synthetic set as an ImageFolder (PNG) so other tools can read it too."""
-    samples = synthetic_samples(classes, per_class, size, seed)
+                       seed: int = 0, overwrite: bool = False) -> Path:
+    """Write the synthetic set as an ImageFolder (PNG) so other tools can read it too. It is built beside
+    `out_dir` and renamed into place; an existing generated folder is replaced only with `overwrite`."""
+    from toolchain.outputs import atomic_dir, check_destination, destination_lock
+
     root = Path(out_dir)
-    for index, (img, label) in enumerate(zip(samples.items, samples.labels, strict=True)):
-        folder = root / samples.class_names[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        img.save(folder / f"{index:05d}.png")
+    check_destination(root, overwrite=overwrite, replaceable=_is_image_folder, kind="a folder of generated images",
+                      flag="OUT")
+    samples = synthetic_samples(classes, per_class, size, seed)
+    with destination_lock(root), atomic_dir(root, overwrite=overwrite) as tmp:
+        for index, (img, label) in enumerate(zip(samples.items, samples.labels, strict=True)):
+            folder = tmp / samples.class_names[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            img.save(folder / f"{index:05d}.png")
     return root
+
+
+def _is_image_folder(root: Path) -> bool:
+    """Class sub-folders holding image files and nothing else: what `data generate` may replace."""
+    return all(p.is_dir() and all(f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in p.iterdir())
+               for p in root.iterdir())
 
 
 def image_folder_samples(folder: str | Path) -> SampleSet:
