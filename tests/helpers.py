@@ -34,6 +34,21 @@ def one_line_error(result: Any, match: str = "", code: int = 1) -> str:
     return lines[0]
 
 
+def write_model_file(artifact_dir: Path, data: bytes) -> Path:
+    """Replace an artifact's model file and re-record its sha256: a file that was already broken when written
+    (what a runner must refuse to load), not one changed afterwards (what the manifest hash catches)."""
+    import json
+
+    from toolchain.artifact import sha256_file
+
+    manifest = json.loads((artifact_dir / "manifest.json").read_text())
+    model = artifact_dir / manifest["model_file"]
+    model.write_bytes(data)
+    manifest["files"][manifest["model_file"]] = sha256_file(model)
+    (artifact_dir / "manifest.json").write_text(json.dumps(manifest))
+    return model
+
+
 def image_folder(root: Path, classes: int = 3, per_class: int = 6, size: int = 32) -> Path:
     """A small real ImageFolder (PNG shapes, one sub-folder per class)."""
     return generate_synthetic(root, classes=classes, per_class=per_class, size=size, seed=0)

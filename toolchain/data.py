@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import MissingDependencyError, UserInputError
+from toolchain.images import verify_image
 from toolchain.photos import bundled_photos, photo_crops  # noqa: F401 - re-exported: callers import them from here
 from toolchain.preprocess import IMAGE_SUFFIXES, eval_transform, open_image, to_model_mode, train_transform
 from toolchain.spec import ModelSpec
@@ -148,15 +149,27 @@ def synthetic_samples(classes: int = 4, per_class: int = 60, size: int = 32, see
 
 
 def generate_synthetic(out_dir: str | Path, classes: int = 4, per_class: int = 60, size: int = 32,
-                       seed: int = 0) -> Path:
-    """Write the synthetic set as an ImageFolder (PNG) so other tools can read it too."""
-    samples = synthetic_samples(classes, per_class, size, seed)
+                       seed: int = 0, overwrite: bool = False) -> Path:
+    """Write the synthetic set as an ImageFolder (PNG) so other tools can read it too. It is built beside
+    `out_dir` and renamed into place; an existing generated folder is replaced only with `overwrite`."""
+    from toolchain.outputs import atomic_dir, check_destination, destination_lock
+
     root = Path(out_dir)
-    for index, (img, label) in enumerate(zip(samples.items, samples.labels, strict=True)):
-        folder = root / samples.class_names[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        img.save(folder / f"{index:05d}.png")
+    check_destination(root, overwrite=overwrite, replaceable=_is_image_folder, kind="a folder of generated images",
+                      flag="OUT")
+    samples = synthetic_samples(classes, per_class, size, seed)
+    with destination_lock(root), atomic_dir(root, overwrite=overwrite) as tmp:
+        for index, (img, label) in enumerate(zip(samples.items, samples.labels, strict=True)):
+            folder = tmp / samples.class_names[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            img.save(folder / f"{index:05d}.png")
     return root
+
+
+def _is_image_folder(root: Path) -> bool:
+    """Class sub-folders holding image files and nothing else: what `data generate` may replace."""
+    return all(p.is_dir() and all(f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in p.iterdir())
+               for p in root.iterdir())
 
 
 def image_folder_samples(folder: str | Path) -> SampleSet:
@@ -180,7 +193,7 @@ def image_folder_samples(folder: str | Path) -> SampleSet:
                     f"'{file}' is not an image file (expected {', '.join(IMAGE_SUFFIXES)}); "
                     "move it out of the class folder."
                 )
-            _verify_image(file)
+            verify_image(file)
         if not files:
             raise UserInputError(f"Class folder '{class_dir}' has no images; add images or remove the folder.")
         items += files
@@ -188,18 +201,6 @@ def image_folder_samples(folder: str | Path) -> SampleSet:
     if len(class_dirs) < 2:
         raise UserInputError(f"'{root}' has only one class folder ('{class_dirs[0].name}'); a classifier needs two.")
     return SampleSet(items, np.asarray(labels, dtype=np.int64), tuple(p.name for p in class_dirs), str(root))
-
-
-def _verify_image(file: Path) -> None:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(file) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserInputError(
-            f"'{file}' is not a readable image ({str(exc)[:100]}); remove or replace it."
-        ) from None
 
 
 def cifar10_samples(root: str | Path = "~/.cache/vtool/cifar10") -> SampleSet:

@@ -10,8 +10,16 @@ from pathlib import Path
 from toolchain.artifact import SUFFIX_FORMATS, is_artifact_dir, load_artifact, require_usable, sha256_file
 from toolchain.errors import UserInputError
 from toolchain.models import LoadedModel, create_model, get_entry, is_registered, module_hash
-from toolchain.models.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights
+from toolchain.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    load_weights,
+    read_checkpoint,
+    recorded_spec,
+)
 from toolchain.models.hf import load_hf
+from toolchain.models.probe import probe_module
 from toolchain.models.user import load_user_module, parse_user_ref
 from toolchain.spec import ModelSpec
 
@@ -25,12 +33,30 @@ def load_model(
     pretrained: bool | None = None,
     class_names: tuple[str, ...] | list[str] | None = None,
 ) -> LoadedModel:
-    """Resolve `source` (see module docstring) into a LoadedModel; every failure is a VtoolError."""
-    names = tuple(class_names or ())
+    """Resolve `source` (see module docstring) into a LoadedModel; every failure is a VtoolError. An eager model
+    is probed once with a zero batch: it must answer (N, num_classes) logits (toolchain.models.probe)."""
+    loaded = _resolve(source, weights, num_classes, input_size, pretrained, tuple(class_names or ()))
+    if num_classes is not None and num_classes != loaded.spec.num_classes:
+        raise UserInputError(f"--num-classes {num_classes} conflicts with '{source}', which records "
+                             f"{loaded.spec.num_classes} classes; leave --num-classes out.")
+    if loaded.is_torch:
+        probe_module(loaded.module, loaded.spec, f"Model '{source}'")
+    return loaded
+
+
+def _resolve(source: str, weights: str | Path | None, num_classes: int | None, input_size: tuple[int, int] | None,
+             pretrained: bool | None, names: tuple[str, ...]) -> LoadedModel:
     path = Path(source)
     if source.startswith("hf:"):
         return load_hf(source)
+    payload = None
     if parse_user_ref(source) is not None:
+        if weights is not None and Path(weights).is_file():  # a vtool checkpoint says which head and size to build
+            payload = read_checkpoint(weights)
+            recorded = recorded_spec(payload) if payload.get("format") == CHECKPOINT_FORMAT else None
+            if recorded is not None:
+                num_classes = num_classes or recorded.num_classes
+                input_size = input_size or recorded.input_size
         loaded = load_user_module(source, num_classes, input_size, names)
     elif is_registered(source):
         module, spec = create_model(source, num_classes=num_classes, input_size=input_size,
@@ -50,7 +76,7 @@ def load_model(
         get_entry(source)  # raises the "unknown model" message with suggestions
         raise AssertionError("unreachable")
     if weights is not None:
-        load_weights(loaded, weights)
+        load_weights(loaded, weights, payload)
     if not loaded.source_hash:
         loaded.source_hash = module_hash(loaded.module)
     return loaded

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_model_file
 
 from toolchain.bench import BenchConfig, WarmupPolicy, benchmark, compare_results, load_result, rank_entries, timing
 from toolchain.bench.inputs import bench_inputs, tile_batch
@@ -212,7 +213,7 @@ def test_artifact_that_fails_to_load(onnx_artifact: Path, tmp_path: Path) -> Non
 
     broken = tmp_path / "broken-onnx"
     shutil.copytree(onnx_artifact, broken)
-    (broken / "model.onnx").write_bytes(b"this is not an onnx protobuf")
+    write_model_file(broken, b"this is not an onnx protobuf")
     with pytest.raises(ArtifactError, match="cannot load"):
         benchmark([str(broken)], BenchConfig(backends=["onnxruntime"], **QUICK))
 

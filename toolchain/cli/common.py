@@ -53,15 +53,41 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+# Parameters every command names the same way: checked before the command starts any work.
+OUTPUT_FILES = {"json_path": "--json", "json_out": "--json", "markdown": "--markdown", "plot": "--plot"}
+OUTPUT_DIRS = {"out": "--out"}
+
+
+def check_arguments(kwargs: dict[str, Any]) -> None:
+    """What every command's flags must satisfy before any long work: --threads >= 1, and every output file
+    (--json, --markdown, --plot) and directory (--out) writable, a file where a file goes, a folder where a
+    folder goes (a read-only or full --out must fail before training, not after)."""
+    from toolchain.errors import UserInputError
+    from toolchain.outputs import check_writable
+
+    threads = kwargs.get("threads")
+    if threads is not None and threads < 1:
+        raise UserInputError(f"--threads must be >= 1, got {threads}; leave it out for the backend's default.")
+    for name, flag in OUTPUT_FILES.items():
+        if kwargs.get(name) is not None:
+            check_writable(kwargs[name], flag, directory=False)
+    for name, flag in OUTPUT_DIRS.items():
+        if kwargs.get(name) is not None:
+            check_writable(kwargs[name], flag, directory=True)
+
+
 def guarded(func: F) -> F:
-    """The CLI's error boundary: VtoolError -> one line + its exit code (3 for a missed threshold), never a
-    traceback; Ctrl-C -> 130 after the library's atomic writes cleaned up."""
+    """The CLI's one error boundary: VtoolError -> one line + its exit code (3 only for a missed threshold); an
+    OSError (full disk, read-only file system, no permission...) -> one line naming the file; a sys.exit() in a
+    user's model code -> exit 1, never its own code; Ctrl-C -> 130 after the library's atomic writes cleaned up.
+    Output paths and --threads are checked before the command starts (check_arguments)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from toolchain.errors import VtoolError
+        from toolchain.errors import VtoolError, os_error_message
 
         try:
+            check_arguments(kwargs)
             return func(*args, **kwargs)
         except VtoolError as exc:
             raise fail(str(exc), exc.exit_code) from None
@@ -69,6 +95,11 @@ def guarded(func: F) -> F:
             raise fail("interrupted; finished artifacts were kept, nothing half-written was left.", 130) from None
         except MemoryError:
             raise fail("out of memory; try a smaller --batch-size or fewer --samples.") from None
+        except OSError as exc:
+            raise fail(os_error_message(exc)) from None
+        except SystemExit as exc:  # only code vtool runs for the user (a model file) can get here
+            raise fail(f"a model's code called sys.exit({exc.code}) while vtool was running it; a model must not "
+                       "end the process (exit code 3 means a missed threshold only).") from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -9,7 +9,7 @@ import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import finish, guarded, load_source, outcome
-from toolchain.cli.options import Data, Json, NumClasses, Weights
+from toolchain.cli.options import Data, Json, NumClasses, Overwrite, Weights
 
 MODEL_HELP = "Registry name, checkpoint, run dir, path/file.py:Class or HF dir (an eager PyTorch model)."
 
@@ -30,6 +30,7 @@ def export_cmd(
     min_agreement: float = typer.Option(1.0, "--min-agreement", help="Min top-1 agreement with the eager model."),
     samples: int = typer.Option(64, "--samples", help="Real images used to verify the export."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the artifact against the eager model."),
+    overwrite: Overwrite = False,
     weights: Weights = None,
     num_classes: NumClasses = None,
     json_path: Json = None,
@@ -40,7 +41,7 @@ def export_cmd(
 
     config = ExportConfig(format=format, opset=opset, out=out, dynamic_batch=not static_batch, exporter=exporter,
                           simplify=simplify, freeze=freeze, data=data, verify=verify, atol=atol,
-                          min_agreement=min_agreement, verify_samples=samples)
+                          min_agreement=min_agreement, verify_samples=samples, overwrite=overwrite)
     loaded = load_source(model, weights=weights, num_classes=num_classes)
     result = outcome(lambda: export_model(loaded, config))
     finish(result, export_view(result), json_path)

@@ -34,6 +34,7 @@ def pipeline_cmd(
     min_agreement: float = typer.Option(0.99, help="Smallest top-1 agreement with the original, on unlabelled "
                                         "data (bundled photos)."),
     force: bool = typer.Option(False, help="Re-run every stage even when its inputs did not change."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into an --out that holds other files."),
     json_path: Json = None,
 ) -> None:
     """Train or load -> export -> quantize -> bench -> parity -> report (HTML + Markdown).
@@ -47,6 +48,7 @@ def pipeline_cmd(
     config = PipelineConfig(model=model, data=data, formats=parse_list(formats), quantize=parse_list(quantize),
                             stages=parse_list(stages), out=out, epochs=epochs, qat_epochs=qat_epochs,
                             batch_sizes=parse_int_list(batch_size, "--batch-size"), bench_seconds=bench_seconds,
-                            threads=threads, max_drop=max_drop, min_agreement=min_agreement, force=force)
+                            threads=threads, max_drop=max_drop, min_agreement=min_agreement, force=force,
+                            overwrite=overwrite)
     result = run_pipeline(config, notify=lambda msg: console(stderr=True).print(f"[bold cyan]>[/] {msg}"))
     finish(result, pipeline_view(result), json_path, out=console(min_width=150))

@@ -9,7 +9,7 @@ import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import deprecated, finish, guarded, load_source, outcome, parse_list
-from toolchain.cli.options import InputSize, Json, NumClasses, Out
+from toolchain.cli.options import InputSize, Json, NumClasses, Out, Overwrite
 
 MODEL_HELP = "fp32 source: checkpoint/run dir, registry name, fp32 ONNX artifact dir or .onnx file."
 DATA_HELP = ("Calibration + held-out data: digits, synthetic, an ImageFolder, a flat folder of images, an .npy "
@@ -70,6 +70,7 @@ def quantize_cmd(
     num_classes: NumClasses = None,
     input_size: InputSize = None,
     out: Out = None,
+    overwrite: Overwrite = False,
     json_path: Json = None,
 ) -> None:
     """Quantize a model to INT8 (or fp16), check it on held-out data and write an artifact."""
@@ -84,7 +85,7 @@ def quantize_cmd(
         percentile=percentile, max_drop=max_drop, min_agreement=min_agreement,
         eval_samples=eval_samples, target=target, reduce_range=reduce_range, per_channel=per_channel, preset=preset,
         nodes_to_exclude=parse_list(exclude), fallback=fallback, max_float_nodes=max_float_nodes, epochs=epochs,
-        lr=lr, augment=augment, threads=threads, speed=speed, out=out,
+        lr=lr, augment=augment, threads=threads, speed=speed, out=out, overwrite=overwrite,
     )
     loaded = load_source(model, num_classes=num_classes, input_size=input_size)
     result = outcome(lambda: quantize(loaded, data, config))

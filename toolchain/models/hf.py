@@ -33,10 +33,10 @@ def build_hf_from_config(config_dict: dict[str, Any]) -> Any:
     """Rebuild a transformers classifier from its config dict (no weights, no remote code)."""
     from transformers import AutoConfig, AutoModelForImageClassification
 
-    cfg = dict(config_dict)
+    cfg = {k: v for k, v in config_dict.items() if k != "auto_map"}  # auto_map names remote code: never used
     model_type = cfg.pop("model_type", "vit")
     config = AutoConfig.for_model(model_type, **cfg)
-    return make_hf_wrapper(AutoModelForImageClassification.from_config(config))
+    return make_hf_wrapper(AutoModelForImageClassification.from_config(config, trust_remote_code=False))
 
 
 def _vit_factory(

@@ -7,10 +7,12 @@ import hashlib
 import importlib.util
 import inspect
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from toolchain.errors import UserInputError
+from toolchain.errors import UserInputError, first_line
 from toolchain.models.loaded import LoadedModel
 from toolchain.spec import ModelSpec
 
@@ -35,24 +37,43 @@ def instantiate_user_class(path: str | Path, cls_name: str, num_classes: int, in
         if spec is None or spec.loader is None:
             raise UserInputError(f"Cannot import '{file}' as a Python module.")
         module = importlib.util.module_from_spec(spec)
-        try:
+        with user_code(f"Importing '{file}'"):
             spec.loader.exec_module(module)
-        except Exception as exc:  # the user's own code failed to import
-            raise UserInputError(f"Importing '{file}' failed: {type(exc).__name__}: {exc}") from None
         sys.modules[mod_name] = module
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise UserInputError(f"'{file}' has no class '{cls_name}'.")
-    params = inspect.signature(cls).parameters
+    if not isinstance(cls, type):
+        raise UserInputError(f"'{file}:{cls_name}' is a {type(cls).__name__}, not a class; expected an nn.Module "
+                             "subclass.")
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        params = {}
     kwargs: dict[str, Any] = {}
     if "num_classes" in params:
         kwargs["num_classes"] = num_classes
     if "input_size" in params:
         kwargs["input_size"] = tuple(input_size)
+    with user_code(f"Constructing {cls_name} from '{file}'"):
+        instance = cls(**kwargs)
+    if not callable(getattr(instance, "state_dict", None)) or not callable(instance):
+        raise UserInputError(f"{cls_name} from '{file}' is not a torch nn.Module; subclass torch.nn.Module.")
+    return instance
+
+
+@contextmanager
+def user_code(what: str) -> Iterator[None]:
+    """Run a user's own code: whatever it raises, and a sys.exit() in it, becomes one line naming `what`."""
     try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise UserInputError(f"Cannot construct {cls_name} from '{file}': {exc}.") from None
+        yield
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except SystemExit as exc:
+        raise UserInputError(f"{what} called sys.exit({exc.code}); a model file must define classes, not end the "
+                             "process.") from None
+    except Exception as exc:  # noqa: BLE001 - user code can raise anything: report it, never a traceback
+        raise UserInputError(f"{what} failed: {first_line(exc, 200, typed=True)}") from None
 
 
 def load_user_module(source: str, num_classes: int | None, input_size: tuple[int, int] | None,

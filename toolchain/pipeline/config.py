@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ class PipelineConfig:
     min_agreement: float = 0.99
     seed: int = 0
     force: bool = False  # re-run every stage even when its inputs did not change
+    overwrite: bool = False  # write into an --out that holds other files (its stage folders are replaced)
 
     def __post_init__(self) -> None:
         self.formats = [f.lower() for f in self.formats]
@@ -52,6 +52,8 @@ class PipelineConfig:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise UserInputError(f"--batch-size must list numbers >= 1, got {self.batch_sizes}.")
         self.thresholds  # noqa: B018 - validates --max-drop / --min-agreement (compare.Thresholds)
+        if self.threads is not None and self.threads < 1:
+            raise UserInputError(f"--threads must be >= 1, got {self.threads}.")
         if self.bench_seconds <= 0:
             raise UserInputError(f"--bench-seconds must be > 0, got {self.bench_seconds}.")
         if self.data in ("auto", "none", ""):
@@ -60,24 +62,24 @@ class PipelineConfig:
             stem = Path(self.model.split(":")[0]).name.replace(".py", "") or "model"
             self.run = f"{stem}-{Path(self.data).name if self.data else 'photos'}"
         self.out = Path(self.out) if self.out is not None else Path("exported") / self.run
-        self._check_writable(self.out)
+        self._check_out()
 
     def _pretrained_imagenet(self) -> bool:
         from toolchain.models import get_entry, is_registered
 
         return is_registered(self.model) and get_entry(self.model).pretrained_by_default
 
-    @staticmethod
-    def _check_writable(out: Path) -> None:
-        """Fail before any work when --out cannot be created or written."""
-        probe = out
-        while not probe.exists():
-            if probe.parent == probe:
-                break
-            probe = probe.parent
-        if probe.exists() and (not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK)):
-            why = "not a directory" if not probe.is_dir() else "read-only"
-            raise UserInputError(f"--out '{out}' is not writable ('{probe}' is {why}); choose a writable directory.")
+    def _check_out(self) -> None:
+        """Before any work: never into the model it reads, never into a folder of other files without
+        --overwrite (a re-run into its own run folder skips unchanged stages), and writable."""
+        from toolchain.outputs import check_destination
+        from toolchain.pipeline.state import STATE_FILE
+
+        out = Path(self.out)
+        if out.is_dir() and any(out.iterdir()) and not (out / STATE_FILE).is_file() and not self.overwrite:
+            raise UserInputError(f"--out '{out}' holds files that are not a vtool pipeline run; choose a new or empty "
+                                 "--out, or pass --overwrite to write the run's stage folders into it.")
+        check_destination(out, sources=(self.model,), overwrite=True, replaceable=lambda _: True)
 
     @property
     def thresholds(self) -> Thresholds:

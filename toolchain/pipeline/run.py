@@ -166,7 +166,8 @@ class Pipeline:
 
         def work() -> dict[str, Any]:
             # a failed verification raises ExportVerificationError (exit 3): the run stops there
-            result = export_model(self.reference, ExportConfig(format=fmt, out=dest, data=self.config.data))
+            result = export_model(self.reference, ExportConfig(format=fmt, out=dest, data=self.config.data,
+                                                               overwrite=True))  # the run's own artifact
             return {"path": str(dest), "sha256": sha256_file(result.artifact.model_path), "time_s": result.time_s,
                     "verification": result.verification}
 

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.artifact import FORMAT_FILES, Manifest, write_artifact
+from toolchain.artifact import FORMAT_FILES, Manifest, is_artifact_dir, write_artifact
 from toolchain.compare import Thresholds, compare
 from toolchain.data import DataBundle
 from toolchain.models import LoadedModel
+from toolchain.outputs import check_destination
 from toolchain.quantize import budget as bud
 from toolchain.quantize import modes, prep
 from toolchain.quantize.calib import QuantData, resolve_quant_data
@@ -22,7 +23,6 @@ from toolchain.quantize.config import QuantConfig
 from toolchain.quantize.core import (
     QuantBudgetError,
     QuantResult,
-    _check_dest,
     _data_name,
     _explain_speed,
     check_source,
@@ -50,14 +50,15 @@ def quantize(model: LoadedModel | str, data: DataBundle | str | np.ndarray | Qua
     config = config or QuantConfig()
     loaded = load_model(model) if isinstance(model, str) else model
     check_source(loaded, config)
+    dest = Path(out or config.out or default_out(loaded, config))
+    check_destination(dest, sources=(loaded.artifact.path if loaded.artifact else None, loaded.checkpoint),
+                      overwrite=config.overwrite, replaceable=is_artifact_dir)
     hardware = config.hardware()
     ints = config.int_settings(hardware)
     if config.engine == "torchao":
         ints = type(ints)(ints.per_channel, ints.reduce_range, "uint8", "int8")
     qdata = resolve_quant_data(loaded, data, config.samples, config.batch_size, config.eval_samples, config.seed)
     budget = bud.resolve_budget(config.max_drop, config.min_agreement, qdata.labeled)
-    dest = Path(out or config.out or default_out(loaded, config))
-    _check_dest(dest)
     start = time.perf_counter()
     log.info("quantizing %s: mode %s, engine %s, target %s (reduce_range=%s)", loaded.name, config.mode,
              config.engine, hardware.target, ints.reduce_range)
@@ -89,7 +90,8 @@ def quantize(model: LoadedModel | str, data: DataBundle | str | np.ndarray | Qua
             quantization={**summary, "attempts": rows},
             parity=[_parity_entry(chosen, budget, qdata)],
         )
-        artifact = write_artifact(dest, manifest, lambda path: shutil.copyfile(result.path, path))
+        artifact = write_artifact(dest, manifest, lambda path: shutil.copyfile(result.path, path),
+                                  overwrite=config.overwrite)
     summary["time_s"] = round(time.perf_counter() - start, 2)
     log.info("wrote %s (%.3f MB, %s)", artifact.path, artifact.size_mb, summary["precision"])
     return QuantResult(artifact, summary, rows)

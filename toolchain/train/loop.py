@@ -12,11 +12,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from toolchain.artifact import atomic_dir, atomic_write_text
 from toolchain.data import DataBundle, DataConfig
 from toolchain.errors import UserInputError
 from toolchain.models import LoadedModel
 from toolchain.models.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from toolchain.outputs import atomic_dir, atomic_write_text, destination_lock
 from toolchain.sources import load_model
 from toolchain.train.config import LAST_NAME, Progress, TrainConfig, TrainResult
 from toolchain.train.setup import (
@@ -50,40 +50,49 @@ def train(
     a ready LoadedModel (see prepare_training). `model_options` (weights, num_classes, input_size, pretrained) go
     to load_model; `threads` sets torch's CPU threads. Every check runs before anything is written.
 
-    With --overwrite the new run is built in a staging dir beside the old one and swapped in only
-    when it finished, so a failed or interrupted retrain leaves the old run intact.
+    --out's lock is held throughout, so two runs on one --out never mix files (the second fails at once). With
+    --overwrite the new run is built in a staging dir beside the old one and swapped in only when it finished,
+    so a failed or interrupted retrain leaves the old run intact.
     """
     config = config or TrainConfig()
     if out_dir is None:
         raise UserInputError("Training needs a run directory: pass --out DIR (out_dir=...).")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    if isinstance(source, LoadedModel):
-        if not isinstance(data, DataBundle) or model_options:
-            raise UserInputError("A LoadedModel trains on its DataBundle (prepare_training returns both); to load "
-                                 "the model too, pass its --model source string and the data's name.")
-        loaded, bundle = source, data
-    else:
-        check_out_dir(out_dir, config.resume, config.overwrite)
-        if isinstance(data, DataBundle):
-            data = data.config
-        data_config = data if isinstance(data, DataConfig) else DataConfig(source=data or "digits", seed=config.seed)
-        loaded, bundle = prepare_training(source, data_config, config, out_dir, **model_options)
-    sizes = {k: len(v) for k, v in bundle.split.items()}
-    log.info("training %s on %s (%d train / %d val / %d test, %d classes, input %dx%d)", loaded.spec.architecture,
-             bundle.samples.source, sizes.get("train", 0), sizes.get("val", 0), sizes.get("test", 0),
-             bundle.num_classes, *loaded.spec.input_size)
+    if threads is not None and threads < 1:
+        raise UserInputError(f"--threads must be >= 1, got {threads}.")
     out = Path(out_dir)
-    if not (config.overwrite and not config.resume and is_run_dir(out)):
-        return _train_into(loaded, bundle, config, out, progress_callback)
-    staged_config = dataclasses.replace(config, overwrite=False)
-    with atomic_dir(out) as staging:
-        result = _train_into(loaded, bundle, staged_config, staging, progress_callback)
-    result.out_dir, result.best_path, result.last_path = out, out / CHECKPOINT_NAME, out / LAST_NAME
-    atomic_write_text(out / "result.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
-    return result
+    loaded_source = isinstance(source, LoadedModel)
+    check_out_dir(out, config.resume, config.overwrite,
+                  () if loaded_source else (source, model_options.get("weights")))
+    with destination_lock(out):  # a second run on the same --out fails at once instead of mixing files
+        check_out_dir(out, config.resume, config.overwrite)  # again: a run that just finished may have filled it
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        if loaded_source:
+            if not isinstance(data, DataBundle) or model_options:
+                raise UserInputError("A LoadedModel trains on its DataBundle (prepare_training returns both); to "
+                                     "load the model too, pass its --model source string and the data's name.")
+            loaded, bundle = source, data
+        else:
+            if isinstance(data, DataBundle):
+                data = data.config
+            data_config = data if isinstance(data, DataConfig) else DataConfig(source=data or "digits",
+                                                                               seed=config.seed)
+            loaded, bundle = prepare_training(source, data_config, config, out_dir, **model_options)
+        sizes = {k: len(v) for k, v in bundle.split.items()}
+        log.info("training %s on %s (%d train / %d val / %d test, %d classes, input %dx%d)",
+                 loaded.spec.architecture, bundle.samples.source, sizes.get("train", 0), sizes.get("val", 0),
+                 sizes.get("test", 0), bundle.num_classes, *loaded.spec.input_size)
+        if config.resume or not (config.overwrite and is_run_dir(out)):
+            # a new run is written in place (under the lock): an interrupted one keeps last.pt for --resume
+            return _train_into(loaded, bundle, config, out, progress_callback)
+        staged_config = dataclasses.replace(config, overwrite=False)
+        with atomic_dir(out, overwrite=config.overwrite) as staging:
+            result = _train_into(loaded, bundle, staged_config, staging, progress_callback)
+            result.out_dir, result.best_path, result.last_path = out, out / CHECKPOINT_NAME, out / LAST_NAME
+            atomic_write_text(staging / "result.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        return result
 
 
 def _train_into(

@@ -12,6 +12,7 @@ from toolchain.data import DataBundle, DataConfig, load_data
 from toolchain.errors import UserInputError
 from toolchain.models import LoadedModel
 from toolchain.models.checkpoint import CHECKPOINT_NAME, read_checkpoint
+from toolchain.outputs import check_destination, check_writable
 from toolchain.sources import load_model
 from toolchain.train.config import LAST_NAME, TrainConfig
 
@@ -21,20 +22,23 @@ def is_run_dir(path: str | Path) -> bool:
     return folder.is_dir() and any((folder / name).exists() for name in (CHECKPOINT_NAME, LAST_NAME, "history.json"))
 
 
-def check_out_dir(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to train into a directory holding a run unless resuming or overwriting."""
+def check_out_dir(out_dir: str | Path, resume: bool, overwrite: bool, sources: tuple[Any, ...] = ()) -> None:
+    """Refuse to train into a directory holding a run unless resuming or overwriting, into anything that is not a
+    run (a folder of other files), or into the run being trained from (outputs.check_destination)."""
     folder = Path(out_dir)
     if folder.exists() and not folder.is_dir():
         raise UserInputError(f"--out '{folder}' is a file; expected a directory for the run.")
     if resume:
         if not (folder / LAST_NAME).is_file():
             raise UserInputError(f"Cannot resume: '{folder / LAST_NAME}' does not exist; train without --resume.")
+        check_writable(folder)
         return
     if is_run_dir(folder) and not overwrite:
         raise UserInputError(
             f"'{folder}' already holds a training run; pass --resume to continue it, --overwrite to replace it, "
             "or pick another --out."
         )
+    check_destination(folder, sources=sources, overwrite=overwrite, replaceable=is_run_dir, kind="a training run")
 
 
 def recorded_run(out_dir: str | Path) -> dict[str, Any]:
