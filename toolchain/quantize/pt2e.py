@@ -198,7 +198,9 @@ def save_pt2(converted: Any, spec: ModelSpec, path: Path) -> None:
         program = torch.export.export(converted, (_example(spec),), dynamic_shapes=_dynamic_batch(), strict=False)
     except Exception:  # noqa: BLE001 - fall back to the batch the graph was traced with
         program = torch.export.export(converted, (_example(spec),), strict=False)
-    torch.export.save(program, str(path))
+    from toolchain.export.formats import save_serialized
+
+    save_serialized(lambda buffer: torch.export.save(program, buffer), path, "torch.export.save")
 
 
 def export_onnx(converted: Any, spec: ModelSpec, path: Path, opset: int = 18) -> None:
