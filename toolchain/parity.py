@@ -28,8 +28,8 @@ from toolchain.runners import get_runner
 log = logging.getLogger(__name__)
 
 PARTS = ("train", "val", "test")
-RESULT_KEYS = ("n", "top1_ref", "top1_cand", "top1_delta", "top5_ref", "top5_cand", "agreement", "cosine_mean",
-               "max_abs_diff", "sqnr_db", "flips_per_class", "thresholds", "passed")
+RESULT_KEYS = ("n", "top1_ref", "top1_cand", "top1_delta", "top5_ref", "top5_cand", "agreement", "agreement_ci",
+               "flips", "cosine_mean", "max_abs_diff", "sqnr_db", "flips_per_class", "thresholds", "passed", "gate")
 
 
 @dataclass
@@ -49,6 +49,7 @@ class ParityConfig:
     batch_size: int = 32
     photos: int = 200
     record: bool = True  # append the result to the candidate artifact's manifest.parity
+    gate: str = "ci"  # compare.RULES: "ci" (fail only on evidence of a miss) or "observed"
     part: InitVar[str | None] = None  # deprecated name of `split`
 
     def __post_init__(self, part: str | None) -> None:
@@ -65,7 +66,7 @@ class ParityConfig:
 
     @property
     def thresholds(self) -> Thresholds:
-        return Thresholds(self.max_drop, self.min_agreement, self.max_abs_diff)
+        return Thresholds(self.max_drop, self.min_agreement, self.max_abs_diff, self.gate)
 
 
 @dataclass
@@ -85,11 +86,12 @@ class ParityResult(CompareResult):
         return list(self.metrics.get("flips_per_class", {}))
 
     def to_dict(self) -> dict[str, Any]:
-        out = {key: self.metrics.get(key) for key in RESULT_KEYS if key not in ("thresholds", "passed")}
+        out = {key: self.metrics.get(key) for key in RESULT_KEYS if key not in ("thresholds", "passed", "gate")}
         out.update(self.metrics)
         out["thresholds"] = self.thresholds.to_dict()
         out["passed"] = self.passed
         out["failures"] = self.failures
+        out["gate"] = {"rule": self.thresholds.rule, "statement": self.thresholds.statement, "notes": self.notes}
         out["reference"] = dict(self.reference)
         out["candidate"] = dict(self.candidate)
         out["data"] = dict(self.data)
@@ -99,7 +101,10 @@ class ParityResult(CompareResult):
     def message(self) -> str:
         """One line: what failed and which classes flipped (most flips first)."""
         if self.passed:
-            return f"parity passed: agreement {self.metrics['agreement']:.4f} on {self.metrics['n']} images"
+            m = self.metrics
+            ci = m.get("agreement_ci") or (m["agreement"], m["agreement"])
+            return (f"parity passed: agreement {m['agreement']:.4f} (95% CI [{ci[0]:.3f}, {ci[1]:.3f}], "
+                    f"{m.get('flips', 0)} flips of {m['n']} images)" + ("; inconclusive" if self.notes else ""))
         flips = self.metrics.get("flips_per_class", {})
         flipped = ", ".join(f"{name} ({count})" for name, count in list(flips.items())[:8])
         more = f" and {len(flips) - 8} more" if len(flips) > 8 else ""

@@ -30,6 +30,11 @@ Json = Annotated[Path | None, typer.Option("--json", help="Write the result as J
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.", show_default=False)]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace what --out already holds.")]
 
+# quality gates
+Gate = Annotated[str, typer.Option(
+    "--gate", help="Gate rule: ci (fail only when the 95% interval lies wholly past a threshold: one flip in a "
+                   "small set is inconclusive, not a failure) or observed (judge the observed values).")]
+
 # how a model runs
 Runner = Annotated[str, typer.Option("--backend", help="Runner that executes the model (auto: the format's default).")]
 Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]

@@ -8,7 +8,7 @@ import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import deprecated, finish, guarded
-from toolchain.cli.options import Data, Device, Json, Split, Threads
+from toolchain.cli.options import Data, Device, Gate, Json, Split, Threads
 
 Part = Annotated[str | None, typer.Option("--part", hidden=True, help="Deprecated: use --split.")]
 
@@ -22,6 +22,7 @@ def parity_cmd(
     max_drop: float = typer.Option(0.01, "--max-drop", help="Max top-1 accuracy drop (0.01 = 1 point)."),
     min_agreement: float = typer.Option(0.99, "--min-agreement", help="Min share of images with the same top-1."),
     max_abs_diff: float = typer.Option(None, "--max-abs-diff", help="Also gate on the largest logit difference."),
+    gate: Gate = "ci",
     limit: int = typer.Option(None, "--limit", help="Use at most N images (stratified over classes)."),
     split: Split = "val",
     part: Part = None,
@@ -38,6 +39,7 @@ def parity_cmd(
 
     config = ParityConfig(data=data, max_drop=max_drop, min_agreement=min_agreement, max_abs_diff=max_abs_diff,
                           limit=limit, split=deprecated("--part", "--split", part, split), backend_ref=backend_ref,
-                          backend_cand=backend_cand, device=device, threads=threads, record=record)
+                          backend_cand=backend_cand, device=device, threads=threads, record=record,
+                          gate=gate)
     result = check_parity(reference, candidate, config)
     finish(result, parity_view(result), json_path)

@@ -98,6 +98,11 @@ def parity_view(result: Any) -> View:
                   f"{fmt_metric(m['top1_delta'])} ({drop})")
     table.add_row("top-5", fmt_metric(m["top5_ref"]), fmt_metric(m["top5_cand"]), "")
     agree = f"min {limits.min_agreement:g}" if limits.min_agreement is not None else ""
+    ci = m.get("agreement_ci")
+    if ci:
+        flips = m.get("flips", 0)
+        agree = f"95% CI [{ci[0]:.3f}, {ci[1]:.3f}], {flips} flip{'s' if flips != 1 else ''} of {m['n']}" + (
+            f" ({agree})" if agree else "")
     table.add_row("top-1 agreement", "", fmt_metric(m["agreement"]), agree)
     table.add_row("cosine (mean)", "", fmt_metric(m["cosine_mean"], 6), "")
     gate = limits.max_abs_diff
@@ -107,7 +112,13 @@ def parity_view(result: Any) -> View:
     if m["flips_per_class"]:
         flips = ", ".join(f"{escape(name)}: {count}" for name, count in m["flips_per_class"].items())
         view.append(f"top-1 flips by reference class: {flips}")
-    view.append("[green]PASSED[/green]" if result else "[red]FAILED[/red]: " + escape("; ".join(result.failures)))
+    notes = result.notes
+    view += [escape(note) for note in notes]
+    view.append(escape(limits.statement))
+    if result:
+        view.append("[green]PASSED[/green]" + (" [yellow](inconclusive)[/yellow]" if notes else ""))
+    else:
+        view.append("[red]FAILED[/red]: " + escape("; ".join(result.failures)))
     return view
 
 
