@@ -25,13 +25,15 @@ def run_cli(*args: Any, env: dict[str, str] | None = None) -> Any:
 
 
 def one_line_error(result: Any, match: str = "", code: int = 1) -> str:
-    """Exit code `code` and exactly one line on stderr, `error: ...` mentioning `match`; no traceback."""
+    """Exit code `code` and exactly one `error: ...` line, the last on stderr, mentioning `match`; no traceback.
+    (Log lines that came before it are on stderr too: stdout carries results only.)"""
     assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert match.lower() in lines[0].lower(), lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
-    return lines[0]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    assert match.lower() in errors[0].lower(), errors[0]
+    assert "Traceback" not in result.stdout + result.stderr and "error:" not in result.stdout
+    return errors[0]
 
 
 def write_model_file(artifact_dir: Path, data: bytes) -> Path:

@@ -18,6 +18,7 @@ import numpy as np
 
 from toolchain.artifact import MANIFEST, Manifest, is_artifact_dir, save_manifest
 from toolchain.compare import CompareResult, Thresholds
+from toolchain.data import PARTS
 from toolchain.errors import ArtifactError, UserInputError, renamed_field
 from toolchain.inputs import evaluation_inputs
 from toolchain.metrics import compare_logits
@@ -27,7 +28,6 @@ from toolchain.runners import get_runner
 
 log = logging.getLogger(__name__)
 
-PARTS = ("train", "val", "test")
 RESULT_KEYS = ("n", "top1_ref", "top1_cand", "top1_delta", "top5_ref", "top5_cand", "agreement", "agreement_ci",
                "flips", "cosine_mean", "max_abs_diff", "sqnr_db", "flips_per_class", "thresholds", "passed", "gate")
 
@@ -49,6 +49,8 @@ class ParityConfig:
     batch_size: int = 32
     photos: int = 200
     record: bool = True  # append the result to the candidate artifact's manifest.parity
+    split_file: str | None = None  # the user's own split of `data` (datasplit.read_split_file)
+    test_data: str | None = None  # a holdout folder: the test split
     gate: str = "ci"  # compare.RULES: "ci" (fail only on evidence of a miss) or "observed"
     part: InitVar[str | None] = None  # deprecated name of `split`
 
@@ -157,7 +159,8 @@ def check_parity(reference: LoadedModel | str, candidate: LoadedModel | str,
     start = time.perf_counter()
     _check_compatible(reference, candidate)
     inputs = evaluation_inputs(reference, config.data, part=config.split, limit=config.limit,
-                               photos=config.photos, spec=reference.spec)
+                               photos=config.photos, spec=reference.spec, split_file=config.split_file,
+                               test_data=config.test_data)
     log.info("parity: %s vs %s on %d images", reference.name, candidate.name, len(inputs.x))
     ref_logits, ref_runner = _logits(reference, config.backend_ref, inputs.x, config)
     cand_logits, cand_runner = _logits(candidate, config.backend_cand, inputs.x, config)

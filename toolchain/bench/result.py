@@ -11,7 +11,7 @@ from typing import Any
 
 from toolchain.errors import UserInputError
 
-SCHEMA = "vtool-bench/1"
+SCHEMA = "vtool.bench/1"
 
 
 @dataclass

@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,12 +19,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("toolchain.cli")
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """Library code logs; the CLI shows vtool's INFO lines and hides third-party noise."""
+@dataclass
+class OutputState:
+    """Where this invocation's output goes: reset by the root callback, set by --quiet and --json -."""
+
+    quiet: bool = False
+    json_to_stdout: bool = False  # `--json -`: stdout carries only the JSON document; tables move to stderr
+
+
+OUTPUT = OutputState()
+PIPED_WIDTH = 1000  # piped or redirected results are never cut to 80 columns
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Library code logs; the CLI shows vtool's INFO lines (WARNING and up with --quiet) on stderr, never stdout,
+    and hides third-party noise."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
-    level = logging.DEBUG if verbose else logging.INFO
-    handler = RichHandler(show_time=False, show_path=False, rich_tracebacks=False, markup=False)
+    OUTPUT.quiet, OUTPUT.json_to_stdout = quiet, False
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False, rich_tracebacks=False,
+                          markup=False)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
     logging.getLogger("toolchain").setLevel(level)
     if not verbose:
@@ -36,14 +53,28 @@ def setup_logging(verbose: bool = False) -> None:
         os.environ.setdefault("TORCH_LOGS", "-torch")
 
 
-def console(stderr: bool = False, min_width: int | None = None) -> Any:
-    """A rich console; piped or redirected output gets at least `min_width` columns for wide tables."""
+def set_quiet(quiet: bool) -> None:
+    """--quiet after the command name: results only (no progress, no INFO logs; warnings still on stderr)."""
+    if quiet:
+        OUTPUT.quiet = True
+        logging.getLogger("toolchain").setLevel(max(logging.getLogger("toolchain").level, logging.WARNING))
+
+
+def console(stderr: bool = False) -> Any:
+    """The results console: stdout (stderr when `--json -` owns stdout); piped output is never cut to 80 columns."""
     from rich.console import Console
 
-    out = Console(stderr=stderr, highlight=False)
-    if min_width and not out.is_terminal:
-        out.width = max(out.width, min_width)
+    out = Console(stderr=stderr or OUTPUT.json_to_stdout, highlight=False)
+    if not out.is_terminal:
+        out.width = max(out.width, PIPED_WIDTH)
     return out
+
+
+def status_console() -> Any:
+    """Progress, spinners and 'wrote FILE' lines: always stderr, silent with --quiet."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, quiet=OUTPUT.quiet)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -125,25 +156,58 @@ def outcome(call: Callable[[], Any]) -> Any:
         return exc.result
 
 
-def finish(result: Any, view: list[Any], json_path: Path | None = None, data: Any = None, out: Any = None) -> None:
-    """Every command's tail: print the view, write --json (result.to_dict() unless `data`), then exit 3 when
-    the result failed its gate (the only place a failed result becomes an exit code)."""
+def finish(result: Any, view: list[Any], json_path: Path | None = None, data: Any = None, out: Any = None,
+           schema: str | None = None) -> None:
+    """Every command's tail: print the view, write --json (result.to_dict() unless `data`; `-` is stdout) with
+    its schema id, then exit 3 when the result failed its gate (the only place a failed result becomes an exit
+    code; a result may carry its own `exit_code`, e.g. a pipeline whose stage failed on bad input)."""
     from toolchain.errors import ThresholdError
 
     out = out or console()
     for item in view:
         out.print(item)
     if json_path is not None:
-        from toolchain.report import write_result
-
-        write_result(json_path, result.to_dict() if data is None else data)
+        write_json(json_path, result.to_dict() if data is None else data, schema or command_schema())
     if result is not None and not result:
-        raise ThresholdError(result.message())
+        error = ThresholdError(result.message())
+        error.exit_code = getattr(result, "exit_code", ThresholdError.exit_code)
+        raise error
 
 
-def load_source(source: str | None, positional: str | None = None, weights: str | None = None,
-                num_classes: int | None = None, input_size: str | None = None, pretrained: bool | None = None) -> Any:
-    """The model of --model (or the MODEL argument) with the shared model options, as a LoadedModel."""
+def command_schema() -> str:
+    """`vtool.<command>/1`: the schema id of the running command's --json document."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    name = ctx.info_name if ctx is not None else "result"
+    return f"vtool.{name}/1"
+
+
+def write_json(path: Path | str, data: dict[str, Any], schema: str) -> None:
+    """Write a --json document with its schema id first; `-` writes it to stdout (nothing else goes there)."""
+    from toolchain.report import jsonable, write_result
+
+    document = {"schema": schema, **{k: v for k, v in data.items() if k != "schema"}}
+    if str(path) == "-":
+        import json
+
+        sys.stdout.write(json.dumps(jsonable(document), indent=2, default=str) + "\n")
+        sys.stdout.flush()
+        return
+    status_console().print(f"wrote {write_result(path, document)}")
+
+
+def json_target(value: Path | None) -> Path | None:
+    """--json callback: `--json -` moves every table to stderr so stdout is one valid JSON document."""
+    if value is not None and str(value) == "-":
+        OUTPUT.json_to_stdout = True
+    return value
+
+
+def load_source(source: str | None, positional: str | None = None, options: Any = None,
+                data: str | None = None) -> Any:
+    """The model of --model (or the MODEL argument) with the shared model options, as a LoadedModel; `data` (the
+    --data source) names the classes when the model does not."""
     from toolchain.errors import UserInputError
     from toolchain.sources import load_model
 
@@ -152,8 +216,7 @@ def load_source(source: str | None, positional: str | None = None, weights: str 
     chosen = source or positional
     if not chosen:
         raise UserInputError("No model given: pass --model SRC (a registry name, run dir, checkpoint or artifact).")
-    return load_model(chosen, weights=weights, num_classes=num_classes, input_size=parse_size(input_size),
-                      pretrained=pretrained)
+    return load_model(chosen, options=options, data=data)
 
 
 def parse_size(value: str | None) -> tuple[int, int] | None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import console, guarded
+from toolchain.cli.common import guarded, status_console
+from toolchain.cli.options import output_options
 
 data_app = typer.Typer(help="Data utilities (generate the synthetic ImageFolder set).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -15,6 +16,7 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("generate")
 @guarded
+@output_options
 def data_generate(
     dest: Path = typer.Argument(..., metavar="OUT", show_default=False,
                                 help="Directory to write (ImageFolder layout: one sub-folder per class)."),
@@ -29,4 +31,4 @@ def data_generate(
 
     DataConfig(source="synthetic", synthetic_classes=classes, synthetic_per_class=per_class)  # validates the counts
     root = generate_synthetic(dest, classes, per_class, size, seed, overwrite=overwrite)
-    console().print(f"wrote {classes * per_class} images in {classes} class folders under {root}")
+    status_console().print(f"wrote {classes * per_class} images in {classes} class folders under {root}")

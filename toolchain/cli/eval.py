@@ -10,46 +10,50 @@ from toolchain.cli import app
 from toolchain.cli.common import finish, guarded, load_source
 from toolchain.cli.options import (
     BatchSize,
+    Data,
     Device,
-    InputSize,
     Json,
     Model,
     ModelArg,
-    NumClasses,
-    Pretrained,
     Runner,
     Split,
+    SplitFile,
+    TestData,
     Threads,
-    Weights,
+    model_options,
+    output_options,
 )
+from toolchain.models.config import ModelOptions
 
 
 @app.command("eval")
 @guarded
+@output_options
+@model_options
 def eval_cmd(
     model_arg: ModelArg = None,
     model: Model = None,
-    data: str = typer.Option(None, "--data", "-d", help="Data to score on (default: what the model recorded)."),
+    data: Data = None,
     split: Split = "test",
+    split_file: SplitFile = None,
+    test_data: TestData = None,
     out: Path = typer.Option(None, "--out", "-o", help="Write metrics.json and PNG plots here "
                                                        "(default: RUN_DIR/eval-SPLIT for a training run)."),
     backend: Runner = "auto",
     device: Device = "cpu",
     threads: Threads = None,
     batch_size: BatchSize = 64,
-    weights: Weights = None,
-    num_classes: NumClasses = None,
-    input_size: InputSize = None,
-    pretrained: Pretrained = None,
     json_path: Json = None,
+    options: ModelOptions | None = None,
 ) -> None:
     """Score a model: accuracy, top-5, per-class precision/recall/F1, confusion matrix, misclassified images."""
     from toolchain.evaluate import EvalConfig, evaluate
     from toolchain.report.tables import eval_view
     from toolchain.train import is_run_dir
 
-    config = EvalConfig(split=split, runner=backend, device=device, threads=threads, batch_size=batch_size)
-    loaded = load_source(model, model_arg, weights, num_classes, input_size, pretrained)
+    config = EvalConfig(split=split, runner=backend, device=device, threads=threads, batch_size=batch_size,
+                        split_file=split_file, test_data=test_data)
+    loaded = load_source(model, model_arg, options, data=data or (str(test_data) if test_data else None))
     source = Path(model or model_arg)
     if out is None and is_run_dir(source):
         out = source / f"eval-{split}"

@@ -9,13 +9,16 @@ import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import finish, guarded, load_source, outcome
-from toolchain.cli.options import Data, Json, NumClasses, Overwrite, Weights
+from toolchain.cli.options import Data, Json, Overwrite, model_options, output_options
+from toolchain.models.config import ModelOptions
 
 MODEL_HELP = "Registry name, checkpoint, run dir, path/file.py:Class or HF dir (an eager PyTorch model)."
 
 
 @app.command("export")
 @guarded
+@output_options
+@model_options
 def export_cmd(
     model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     format: str = typer.Option(..., "--format", "-f", help="onnx, pt2 or torchscript."),
@@ -31,9 +34,8 @@ def export_cmd(
     samples: int = typer.Option(64, "--samples", help="Real images used to verify the export."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the artifact against the eager model."),
     overwrite: Overwrite = False,
-    weights: Weights = None,
-    num_classes: NumClasses = None,
     json_path: Json = None,
+    options: ModelOptions | None = None,
 ) -> None:
     """Export a PyTorch model to ONNX, torch.export (.pt2) or TorchScript, then verify it on real images."""
     from toolchain.export import ExportConfig, export_model
@@ -42,6 +44,6 @@ def export_cmd(
     config = ExportConfig(format=format, opset=opset, out=out, dynamic_batch=not static_batch, exporter=exporter,
                           simplify=simplify, freeze=freeze, data=data, verify=verify, atol=atol,
                           min_agreement=min_agreement, verify_samples=samples, overwrite=overwrite)
-    loaded = load_source(model, weights=weights, num_classes=num_classes)
+    loaded = load_source(model, options=options, data=data)
     result = outcome(lambda: export_model(loaded, config))
     finish(result, export_view(result), json_path)

@@ -9,7 +9,8 @@ import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import deprecated, finish, guarded, load_source, outcome, parse_list
-from toolchain.cli.options import InputSize, Json, NumClasses, Out, Overwrite
+from toolchain.cli.options import Json, Out, Overwrite, model_options, output_options
+from toolchain.models.config import ModelOptions
 
 MODEL_HELP = "fp32 source: checkpoint/run dir, registry name, fp32 ONNX artifact dir or .onnx file."
 DATA_HELP = ("Calibration + held-out data: digits, synthetic, an ImageFolder, a flat folder of images, an .npy "
@@ -20,6 +21,8 @@ Backend = Annotated[str | None, typer.Option("--backend", hidden=True, help="Dep
 
 @app.command("quantize")
 @guarded
+@output_options
+@model_options
 def quantize_cmd(
     model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     mode: str = typer.Option("ptq", "--mode", help="ptq (static, calibrated), qat, dynamic (MatMul/Gemm) or fp16."),
@@ -67,11 +70,10 @@ def quantize_cmd(
     augment: bool = typer.Option(False, "--augment/--no-augment", help="QAT: train-time augmentation."),
     threads: int = typer.Option(None, "--threads", help="Inference threads for evaluation and the speed check."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure a quick speed ratio vs fp32."),
-    num_classes: NumClasses = None,
-    input_size: InputSize = None,
     out: Out = None,
     overwrite: Overwrite = False,
     json_path: Json = None,
+    options: ModelOptions | None = None,
 ) -> None:
     """Quantize a model to INT8 (or fp16), check it on held-out data and write an artifact."""
     from toolchain.quantize import QuantConfig, quantize
@@ -87,6 +89,6 @@ def quantize_cmd(
         nodes_to_exclude=parse_list(exclude), fallback=fallback, max_float_nodes=max_float_nodes, epochs=epochs,
         lr=lr, augment=augment, threads=threads, speed=speed, out=out, overwrite=overwrite,
     )
-    loaded = load_source(model, num_classes=num_classes, input_size=input_size)
+    loaded = load_source(model, options=options, data=data)
     result = outcome(lambda: quantize(loaded, data, config))
     finish(result, quantize_view(result), json_path)

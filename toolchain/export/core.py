@@ -109,10 +109,9 @@ def source_record(loaded: LoadedModel, inputs: EvalInputs | None, config: Export
         data_config = asdict(inputs.bundle.config)
     if data_config is not None:
         record["data_config"] = data_config
-    if "data" in loaded.info:
-        record["data"] = loaded.info["data"]
-    if "metrics" in loaded.info:
-        record["metrics"] = loaded.info["metrics"]
+    for key in ("data", "metrics", "split", "options", "pretrained"):  # the split is reused downstream
+        if key in loaded.info:
+            record[key] = loaded.info[key]
     return record
 
 

@@ -20,7 +20,7 @@ from toolchain.spec import ModelSpec
 
 CHECKPOINT_FORMAT = "vtool-checkpoint"
 CHECKPOINT_NAME = "best.pt"
-INFO_KEYS = ("config", "split", "metrics", "epoch", "data", "data_config")
+INFO_KEYS = ("config", "split", "metrics", "epoch", "data", "data_config", "options")
 log = logging.getLogger(__name__)
 
 
@@ -169,8 +169,9 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     payload = read_checkpoint(file)
     if payload.get("format") != CHECKPOINT_FORMAT:
         raise UserInputError(
-            f"'{file}' is a plain state_dict, not a vtool checkpoint; pass it as --weights with "
-            "--model NAME (or file.py:Class) so vtool knows the architecture."
+            f"'{file}' is a plain state_dict, not a vtool checkpoint: give the architecture as the model (a "
+            f"registry name or path/to/file.py:Class) and this file as --weights {file}, e.g. `vtool eval --model "
+            f"mycnn.py:MyCNN --weights {file}` or `vtool parity mycnn.py:MyCNN CANDIDATE --weights {file}`."
         )
     try:
         spec = ModelSpec.from_dict(payload["spec"])

@@ -69,11 +69,13 @@ def _vit_factory(
 
 register_model(
     "vit-tiny",
+    params=1_806_538,
     description="transformers ViT, patch 4, 6 layers x 192 dims, 3 heads",
     family="vit",
 )(_vit_factory)
 register_model(
     "tiny-vit",
+    params=21_162,
     description="vit-tiny at 2 layers x 32 dims: for tests",
     family="vit",
     kwargs={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},

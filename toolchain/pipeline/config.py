@@ -8,6 +8,7 @@ from typing import Any
 
 from toolchain.compare import Thresholds
 from toolchain.errors import UserInputError, check_choice
+from toolchain.models.config import ModelOptions
 
 STAGES = ("train", "eval", "export", "quantize", "bench", "parity", "report")
 FORMATS = ("onnx", "pt2", "torchscript")
@@ -36,6 +37,10 @@ class PipelineConfig:
     seed: int = 0
     force: bool = False  # re-run every stage even when its inputs did not change
     overwrite: bool = False  # write into an --out that holds other files (its stage folders are replaced)
+    options: ModelOptions = field(default_factory=ModelOptions)  # --weights, --config, --mean, --labels...
+    split_file: str | None = None  # the user's own split of --data (datasplit)
+    test_data: str | None = None  # a holdout folder: the test split of eval and parity
+    gate: str = "ci"  # compare.RULES
 
     def __post_init__(self) -> None:
         self.formats = [f.lower() for f in self.formats]
@@ -56,8 +61,19 @@ class PipelineConfig:
             raise UserInputError(f"--threads must be >= 1, got {self.threads}.")
         if self.bench_seconds <= 0:
             raise UserInputError(f"--bench-seconds must be > 0, got {self.bench_seconds}.")
+        if isinstance(self.options, dict):
+            self.options = ModelOptions(**self.options)
+        for name in ("split_file", "test_data"):
+            if getattr(self, name) is not None:
+                setattr(self, name, str(getattr(self, name)))
         if self.data in ("auto", "none", ""):
             self.data = None if self.data != "auto" or self._pretrained_imagenet() else "digits"
+        if self.data is not None:
+            from toolchain.datasplit import check_split_config
+
+            check_split_config(self.data, self.split_file, self.test_data)
+        elif self.split_file or self.test_data:
+            raise UserInputError("--split-file and --test-data split --data; pass --data DIR too.")
         if self.run is None:
             stem = Path(self.model.split(":")[0]).name.replace(".py", "") or "model"
             self.run = f"{stem}-{Path(self.data).name if self.data else 'photos'}"
@@ -84,7 +100,7 @@ class PipelineConfig:
     @property
     def thresholds(self) -> Thresholds:
         """The gates for INT8 and parity: top-1 drop on labelled data, top-1 agreement with the original."""
-        return Thresholds(max_drop=self.max_drop, min_agreement=self.min_agreement)
+        return Thresholds(max_drop=self.max_drop, min_agreement=self.min_agreement, rule=self.gate)
 
     def wants(self, stage: str) -> bool:
         return stage in self.stages
@@ -92,4 +108,5 @@ class PipelineConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["out"] = str(self.out)
+        data["options"] = self.options.to_dict()
         return data

@@ -31,7 +31,8 @@ def resolve_budget(max_drop: float | None, min_agreement: float | None, labeled:
 
 
 def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("n", "agreement", "top1_ref", "top1_cand", "top1_delta", "cosine_mean", "sqnr_db", "max_abs_diff")
+    keys = ("n", "agreement", "agreement_ci", "flips", "top1_ref", "top1_cand", "top1_delta", "top1_delta_ci",
+            "cosine_mean", "sqnr_db", "max_abs_diff")
     return {k: metrics.get(k) for k in keys}
 
 

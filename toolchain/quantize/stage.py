@@ -182,11 +182,11 @@ def _why(record: dict[str, Any], chosen: Candidate) -> dict[str, str]:
 
 
 def _data_config(loaded: LoadedModel) -> dict[str, Any]:
-    if loaded.info.get("data_config"):
-        return {"data_config": loaded.info["data_config"]}
-    if loaded.artifact is not None and loaded.artifact.manifest.source.get("data_config"):
-        return {"data_config": loaded.artifact.manifest.source["data_config"]}
-    return {}
+    """The data config, split and model options the source recorded, carried into the INT8 manifest (later stages
+    reuse the split; the options say how the model's inputs were described)."""
+    recorded = loaded.artifact.manifest.source if loaded.artifact is not None else {}
+    return {k: loaded.info.get(k) or recorded[k] for k in ("data_config", "split", "options")
+            if loaded.info.get(k) or recorded.get(k)}
 
 
 def _torch_bytes(loaded: LoadedModel) -> int:

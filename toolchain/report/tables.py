@@ -23,16 +23,18 @@ def _table(title: str, columns: tuple[str, ...] | list[str], left: tuple[str, ..
     return table
 
 
-def models_view(entries: list[Any], params: dict[str, int]) -> View:
-    """The registry: name, family, parameters, input size, where pretrained weights come from."""
+def models_view(entries: list[Any]) -> View:
+    """The registry: name, family, parameters (at the entry's defaults), input size, where pretrained weights come
+    from."""
     from rich.table import Table
 
     table = Table(title="vtool models")
     for column in ("name", "family", "params", "input", "pretrained weights", "description"):
-        table.add_column(column, no_wrap=column == "name")
+        table.add_column(column, no_wrap=column == "name", justify="right" if column == "params" else "left")
     for entry in entries:
-        table.add_row(entry.name, entry.family, f"{params[entry.name] / 1e6:.2f}M",
-                      "x".join(map(str, entry.input_size)), entry.pretrained_source, entry.description)
+        params = "n/a" if entry.params is None else f"{entry.params / 1e6:.2f}M"
+        table.add_row(entry.name, entry.family, params, "x".join(map(str, entry.input_size)), entry.pretrained_source,
+                      entry.description)
     return [table]
 
 
@@ -158,9 +160,16 @@ def quantize_view(result: Any) -> View:
 
 def pipeline_view(result: Any) -> View:
     """The artifact table, the stages with their status and time, and where the reports are."""
-    from toolchain.report.pipeline import rich_table
+    from rich.markup import escape
+
+    from toolchain.report.pipeline import failure_lines, note_lines, rich_table
 
     view: View = [rich_table(result.report)] if result.report else []
     view.append("stages: " + ", ".join(f"{n} {s['status']} ({s['seconds']:.1f}s)" for n, s in result.stages.items()))
+    report = result.report or {"failures": [{"stage": n, "error": f["error"]} for n, f in result.failures.items()]}
+    view += [f"[red]FAILED[/red] {escape(line)}" for line in failure_lines(report)]
+    view += [f"[yellow]{escape(line)}[/yellow]" for line in note_lines(report)]
+    if result.report.get("classes"):
+        view.append(escape(f"classes: {', '.join(result.report['classes'][:20])}"))
     view += [f"{kind} report: {path}" for kind, path in result.files.items()]
     return view

@@ -28,6 +28,7 @@ from toolchain.train.setup import (
     prepare_training,
     recorded_run,
     resolve_device,
+    run_record,
 )
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,9 @@ def _train_into(
     check_out_dir(out, config.resume, config.overwrite)
     device = resolve_device(config.device)
     module = loaded_model.module.to(device)
+    if config.freeze_backbone and loaded_model.info.get("pretrained") is False:
+        log.warning("--freeze-backbone on randomly initialised weights: only the head trains, on random features; "
+                    "start from pretrained weights (--pretrained, --weights or a checkpoint) or drop the flag")
     head = freeze_backbone(module) if config.freeze_backbone else None
     params = [p for p in module.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
@@ -174,7 +178,7 @@ def _train_into(
 
     steps_per_epoch = math.ceil(len(bundle.split["train"]) / config.batch_size)
     common = {"split": bundle.split, "data": bundle.describe(), "data_config": asdict(bundle.config),
-              "config": asdict(config)}
+              "config": asdict(config), **run_record(loaded_model)}
     stopped_early = False
     for epoch in range(first_epoch, config.epochs):
         epoch_start = time.perf_counter()
