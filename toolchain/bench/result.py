@@ -22,6 +22,8 @@ class BenchEntry:
     throughput_ips: images/s over the measured wall time (concurrent: all threads together).
     load_s: runner creation + load() (session creation, compilation setup), once per (model, runner).
     first_infer_ms: the first call at this batch size after load (lazy compilation shows up here).
+    compile_s: for runners that compile on the first call (torch-compile), that first call in seconds: compile
+    time, reported as such and never part of latency_ms (None for other runners).
     warmup_iterations: calls before measuring, the first call included.
     peak_rss_mb: process high-water mark since this runner was created (peak_rss_scope says when the
     kernel could not reset it). cuda_peak_mb: PyTorch's CUDA allocator only.
@@ -54,6 +56,7 @@ class BenchEntry:
     mode: str = "sequential"
     peak_rss_scope: str = "since runner load"
     cuda_peak_mb: float | None = None
+    compile_s: float | None = None
     high_cv: bool = False
     source: str = ""
     backend_info: dict[str, Any] = field(default_factory=dict)

@@ -39,9 +39,15 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
 
     OUTPUT.quiet, OUTPUT.json_to_stdout = quiet, False
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False, rich_tracebacks=False,
-                          markup=False)
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    err = Console(stderr=True)
+    handler: logging.Handler
+    if err.is_terminal:
+        handler = RichHandler(console=err, show_time=False, show_path=False, rich_tracebacks=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:  # redirected (a file, CI, a pipe): one plain line per record, never wrapped or padded
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("toolchain").setLevel(level)
     if not verbose:
         for noisy in ("torch", "torchao", "onnxscript", "transformers", "timm", "onnx_ir", "root"):
@@ -157,7 +163,7 @@ def outcome(call: Callable[[], Any]) -> Any:
 
 
 def finish(result: Any, view: list[Any], json_path: Path | None = None, data: Any = None, out: Any = None,
-           schema: str | None = None) -> None:
+           schema: str = "vtool.result/1") -> None:
     """Every command's tail: print the view, write --json (result.to_dict() unless `data`; `-` is stdout) with
     its schema id, then exit 3 when the result failed its gate (the only place a failed result becomes an exit
     code; a result may carry its own `exit_code`, e.g. a pipeline whose stage failed on bad input)."""
@@ -167,20 +173,16 @@ def finish(result: Any, view: list[Any], json_path: Path | None = None, data: An
     for item in view:
         out.print(item)
     if json_path is not None:
-        write_json(json_path, result.to_dict() if data is None else data, schema or command_schema())
+        write_json(json_path, result.to_dict() if data is None else data, schema)
     if result is not None and not result:
         error = ThresholdError(result.message())
         error.exit_code = getattr(result, "exit_code", ThresholdError.exit_code)
         raise error
 
 
-def command_schema() -> str:
-    """`vtool.<command>/1`: the schema id of the running command's --json document."""
-    import click
-
-    ctx = click.get_current_context(silent=True)
-    name = ctx.info_name if ctx is not None else "result"
-    return f"vtool.{name}/1"
+def schema_id(command: str) -> str:
+    """`vtool.<command>/1`: the schema id every --json document of a command starts with (README: JSON schemas)."""
+    return f"vtool.{command}/1"
 
 
 def write_json(path: Path | str, data: dict[str, Any], schema: str) -> None:

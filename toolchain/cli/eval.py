@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import finish, guarded, load_source
+from toolchain.cli.common import finish, guarded, load_source, schema_id
 from toolchain.cli.options import (
     BatchSize,
     Data,
@@ -58,4 +58,4 @@ def eval_cmd(
     if out is None and is_run_dir(source):
         out = source / f"eval-{split}"
     result = evaluate(loaded, data, config, out)
-    finish(result, eval_view(result), json_path)
+    finish(result, eval_view(result), json_path, schema=schema_id("eval"))

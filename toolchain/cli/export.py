@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import finish, guarded, load_source, outcome
+from toolchain.cli.common import finish, guarded, load_source, outcome, schema_id
 from toolchain.cli.options import Data, Json, Overwrite, model_options, output_options
 from toolchain.models.config import ModelOptions
 
@@ -46,4 +46,4 @@ def export_cmd(
                           min_agreement=min_agreement, verify_samples=samples, overwrite=overwrite)
     loaded = load_source(model, options=options, data=data)
     result = outcome(lambda: export_model(loaded, config))
-    finish(result, export_view(result), json_path)
+    finish(result, export_view(result), json_path, schema=schema_id("export"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from toolchain.cli import app
-from toolchain.cli.common import finish, guarded
+from toolchain.cli.common import finish, guarded, schema_id
 from toolchain.cli.options import Json, output_options
 
 
@@ -20,4 +20,4 @@ def models_cmd(json_path: Json = None) -> None:
                         "num_classes": e.default_num_classes, "mean": list(e.mean), "std": list(e.std),
                         "interpolation": e.interpolation, "crop_pct": e.crop_pct,
                         "pretrained_source": e.pretrained_source, "description": e.description} for e in entries]}
-    finish(None, models_view(entries), json_path, data=data)
+    finish(None, models_view(entries), json_path, data=data, schema=schema_id("models"))

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import deprecated, finish, guarded
+from toolchain.cli.common import deprecated, finish, guarded, schema_id
 from toolchain.cli.options import (
     Data,
     Device,
@@ -83,4 +83,4 @@ def parity_cmd(
                            input_size=None, class_names=None, config=None)
     cand = load_model(candidate, options=cand_options, data=names_from, like=ref.spec)
     result = check_parity(ref, cand, config)
-    finish(result, parity_view(result), json_path)
+    finish(result, parity_view(result), json_path, schema=schema_id("parity"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import finish, guarded, parse_int_list, parse_list, status_console
+from toolchain.cli.common import finish, guarded, parse_int_list, parse_list, schema_id, status_console
 from toolchain.cli.options import Gate, Json, SplitFile, TestData, Threads, model_options, output_options
 from toolchain.models.config import ModelOptions
 
@@ -60,4 +60,4 @@ def pipeline_cmd(
                             overwrite=overwrite, options=options or ModelOptions(), split_file=split_file,
                             test_data=test_data, gate=gate)
     result = run_pipeline(config, notify=lambda msg: status_console().print(f"[bold cyan]>[/] {msg}"))
-    finish(result, pipeline_view(result), json_path)
+    finish(result, pipeline_view(result), json_path, schema=schema_id("pipeline"))

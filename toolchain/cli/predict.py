@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import finish, guarded, load_source
+from toolchain.cli.common import finish, guarded, load_source, schema_id
 from toolchain.cli.options import Device, Json, Model, ModelArg, Runner, model_options, output_options
 from toolchain.models.config import ModelOptions
 
@@ -37,4 +37,4 @@ def predict_cmd(
     results = predict(loaded, paths, config)
     finish(None, predict_view(loaded.name, results), json_path,
            data={"model": loaded.describe(), "classes": list(loaded.spec.labels),
-                 "predictions": [p.to_dict() for p in results]})
+                 "predictions": [p.to_dict() for p in results]}, schema=schema_id("predict"))

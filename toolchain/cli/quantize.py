@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import deprecated, finish, guarded, load_source, outcome, parse_list
+from toolchain.cli.common import deprecated, finish, guarded, load_source, outcome, parse_list, schema_id
 from toolchain.cli.options import Json, Out, Overwrite, model_options, output_options
 from toolchain.models.config import ModelOptions
 
@@ -91,4 +91,4 @@ def quantize_cmd(
     )
     loaded = load_source(model, options=options, data=data)
     result = outcome(lambda: quantize(loaded, data, config))
-    finish(result, quantize_view(result), json_path)
+    finish(result, quantize_view(result), json_path, schema=schema_id("quantize"))

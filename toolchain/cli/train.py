@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import finish, guarded, overrides, status_console
+from toolchain.cli.common import finish, guarded, overrides, schema_id, status_console
 from toolchain.cli.options import Json, Model, Overwrite, SplitFile, TestData, Threads, model_options, output_options
 from toolchain.models.config import ModelOptions
 
@@ -66,4 +66,4 @@ def train_cmd(
                              split_file=split_file, test_data=test_data)
     with training_bar(status_console()) as progress:
         result = train(model, data_config, config, out, progress, threads=threads, options=options)
-    finish(result, train_view(result), json_path)
+    finish(result, train_view(result), json_path, schema=schema_id("train"))

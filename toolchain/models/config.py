@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from toolchain.errors import UserInputError, check_choice, did_you_mean
+from toolchain.errors import UserInputError, check_choice
 from toolchain.spec import INTERPOLATIONS, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -282,15 +282,16 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 def _check_keys(data: dict[str, Any], file: Path) -> None:
     """A near-miss of a known key is a typo (error); other keys belong to other tools (ignored, said once)."""
+    import difflib
+
     known = VTOOL_KEYS + FOREIGN_KEYS
-    unknown = [k for k in data if k not in known]
+    unknown = [k for k in data if k not in known and not k.startswith(("do_", "_"))]
     for key in unknown:
-        hint = did_you_mean(key, list(known))
-        if hint:
-            raise UserInputError(f"Config file '{file}' has an unknown key '{key}'.{hint}")
-    ignored = [k for k in unknown if not k.startswith(("do_", "_"))]
-    if ignored:
-        log.info("%s: ignoring keys vtool does not use: %s", file, ", ".join(ignored[:8]))
+        match = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+        if match:
+            raise UserInputError(f"Config file '{file}' has an unknown key '{key}'. Did you mean '{match[0]}'?")
+    if unknown:
+        log.info("%s: ignoring keys vtool does not use: %s", file, ", ".join(unknown[:8]))
 
 
 def _hf_keys(data: dict[str, Any], out: dict[str, Any], file: Path) -> None:
