@@ -147,6 +147,12 @@ def quantize_view(result: Any) -> View:
     hw = summary.get("hardware", {})
     size = f"size {summary['size_fp32_mb']:.3f} MB -> {summary['size_mb']:.3f} MB ({summary['size_ratio']:.2f}x)"
     view += [f"target {hw.get('target')} (detected: {hw.get('detected')}): {hw.get('note')}", size]
+    judged = summary.get("parity") or {}
+    if judged.get("agreement_ci"):  # the chosen candidate against fp32, with its interval (compare.py's gate)
+        low, high = judged["agreement_ci"]
+        rule = (summary.get("budget") or {}).get("rule", "ci")
+        view.append(f"judged on {judged['n']} held-out images: agreement {judged['agreement']:.4f} (95% CI "
+                    f"[{low:.3f}, {high:.3f}], {judged.get('flips')} flips); gate rule '{rule}'")
     if summary.get("float_summary"):
         view.append(summary["float_summary"])
     speed = summary.get("speed") or {}
