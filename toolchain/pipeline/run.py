@@ -160,7 +160,10 @@ class Pipeline:
             key = {"model": cfg.model, "data": cfg.data, "train": train_cfg.__dict__, "split": self.split_key(),
                    "options": cfg.options.to_dict()}
             out = self.stage("train", key, work, valid)
-            model = load_model(out["checkpoint"])
+            if ".py:" in cfg.model:  # a user's class: named again, never imported from the checkpoint's metadata
+                model = load_model(cfg.model, options=cfg.options.merged(weights=out["checkpoint"]), data=cfg.data)
+            else:
+                model = load_model(out["checkpoint"])
         else:
             model = load_model(cfg.model, options=cfg.options, data=cfg.data)
             if not model.is_torch:

@@ -15,9 +15,8 @@ from typing import Any
 from toolchain.data import DataBundle, DataConfig
 from toolchain.errors import UserInputError
 from toolchain.models import LoadedModel
-from toolchain.models.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from toolchain.models.checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
 from toolchain.outputs import atomic_dir, atomic_write_text, destination_lock
-from toolchain.sources import load_model
 from toolchain.train.config import LAST_NAME, Progress, TrainConfig, TrainResult
 from toolchain.train.setup import (
     check_out_dir,
@@ -243,7 +242,7 @@ def _train_into(
             break
 
     plots.training_curves(history, out / "curves.png")
-    metrics = _final_metrics(out, bundle, spec, best, eval_criterion, device, common)
+    metrics = _final_metrics(out, bundle, spec, best, eval_criterion, device, common, module)
     module.to("cpu").eval()
     result = TrainResult(out, out / CHECKPOINT_NAME, out / LAST_NAME, int(best["epoch"]), len(history),
                          stopped_early, metrics, history, time.perf_counter() - start)
@@ -252,16 +251,18 @@ def _train_into(
 
 
 def _final_metrics(out: Path, bundle: DataBundle, spec: Any, best: dict[str, Any], criterion: Any, device: str,
-                   common: dict[str, Any]) -> dict[str, Any]:
-    """Score the best checkpoint on the test split and record the figures inside best.pt."""
-    best_model = load_model(str(out / CHECKPOINT_NAME))
+                   common: dict[str, Any], module: Any) -> dict[str, Any]:
+    """Score the best checkpoint on the test split and record the figures inside best.pt.
+
+    The best weights go back into the trained module itself: a checkpoint of a user's class is never rebuilt
+    from what it names (models/checkpoint.py), and the module already is that class."""
+    module.load_state_dict(read_checkpoint(out / CHECKPOINT_NAME)["state_dict"])
     metrics: dict[str, Any] = {"best_epoch": int(best["epoch"]), "val_accuracy": float(best["val_accuracy"]),
                                "val_loss": float(best["val_loss"])}
     if bundle.split.get("test"):
         test_batches = bundle.loader("test", batch_size=128)
-        loss, acc, n = evaluate_loss(best_model.module.to(device), test_batches, criterion, device)
+        loss, acc, n = evaluate_loss(module.to(device), test_batches, criterion, device)
         metrics.update(test_accuracy=acc, test_loss=loss, test_n=n)
-    best_model.module.to("cpu")
-    save_checkpoint(out / CHECKPOINT_NAME, best_model.module, spec, epoch=int(best["epoch"]), metrics=metrics,
-                    **common)
+    module.to("cpu")
+    save_checkpoint(out / CHECKPOINT_NAME, module, spec, epoch=int(best["epoch"]), metrics=metrics, **common)
     return metrics

@@ -83,7 +83,10 @@ def prepare_training(
         if out_dir is None:
             raise UserInputError("--resume needs --out pointing at the run to continue.")
         payload = recorded_run(out_dir)
-        loaded = load_model(str(Path(out_dir) / LAST_NAME))
+        last = str(Path(out_dir) / LAST_NAME)
+        # a run of a user's class resumes only with that class named again (--model file.py:Class): vtool never
+        # imports code a checkpoint names
+        loaded = load_model(source, weights=last) if source and ".py:" in source else load_model(last)
         recorded = payload.get("data_config")
         if not recorded:
             raise UserInputError(f"'{out_dir}/{LAST_NAME}' records no data config; cannot resume it.")
