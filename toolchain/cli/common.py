@@ -106,7 +106,7 @@ def check_arguments(kwargs: dict[str, Any]) -> None:
     if threads is not None and threads < 1:
         raise UserInputError(f"--threads must be >= 1, got {threads}; leave it out for the backend's default.")
     for name, flag in OUTPUT_FILES.items():
-        if kwargs.get(name) is not None:
+        if kwargs.get(name) is not None and str(kwargs[name]) != "-":  # `--json -` is stdout, not a file
             check_writable(kwargs[name], flag, directory=False)
     for name, flag in OUTPUT_DIRS.items():
         if kwargs.get(name) is not None:
