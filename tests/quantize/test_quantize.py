@@ -87,8 +87,8 @@ def test_named_target_overrides_detection_and_config_overrides_preset() -> None:
 
 
 def test_budget_defaults_and_checks() -> None:
-    assert resolve_budget(None, None, labeled=True) == Thresholds(max_drop=0.01)
-    assert resolve_budget(None, None, labeled=False) == Thresholds(min_agreement=0.95)
+    assert resolve_budget(None, None, labeled=True) == Thresholds(max_drop=0.01, rule="observed")
+    assert resolve_budget(None, None, labeled=False) == Thresholds(min_agreement=0.95, rule="observed")
     assert not Thresholds(max_drop=0.01).check({"top1_delta": -0.005, "agreement": 0.9})
     reasons = Thresholds(0.01, 0.99).check({"top1_delta": -0.02, "agreement": 0.98})
     assert len(reasons) == 2 and "drop" in reasons[0] and "agreement" in reasons[1]

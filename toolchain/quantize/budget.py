@@ -11,6 +11,7 @@ from toolchain.compare import Thresholds
 log = logging.getLogger(__name__)
 
 UNLABELED_AGREEMENT = 0.95
+RULE = "observed"  # see resolve_budget
 
 
 def resolve_budget(max_drop: float | None, min_agreement: float | None, labeled: bool) -> Thresholds:
@@ -20,14 +21,19 @@ def resolve_budget(max_drop: float | None, min_agreement: float | None, labeled:
     where many images are ambiguous (crops of the bundled evaluation photos: median fp32 top-1
     probability 0.26 for EfficientNet-Lite0), so near-ties flip on logit changes far below any
     accuracy effect. Pass --min-agreement for a stricter gate.
+
+    The rule is "observed", not parity's "ci": the float-fallback search picks the smallest float set
+    whose *observed* quality meets the budget. Under "ci" an all-INT8 candidate at 0.93 agreement on 300
+    images would pass as "inconclusive" against 0.95 and the search would stop short of the target.
     """
     if max_drop is None and min_agreement is None:
-        return Thresholds(max_drop=0.01) if labeled else Thresholds(min_agreement=UNLABELED_AGREEMENT)
+        return (Thresholds(max_drop=0.01, rule=RULE) if labeled
+                else Thresholds(min_agreement=UNLABELED_AGREEMENT, rule=RULE))
     if not labeled and max_drop is not None and min_agreement is None:
         log.warning("--max-drop needs labeled data; judging by agreement >= %.2f on unlabeled images instead",
                     UNLABELED_AGREEMENT)
-        return Thresholds(min_agreement=UNLABELED_AGREEMENT)
-    return Thresholds(max_drop=max_drop if labeled else None, min_agreement=min_agreement)
+        return Thresholds(min_agreement=UNLABELED_AGREEMENT, rule=RULE)
+    return Thresholds(max_drop=max_drop if labeled else None, min_agreement=min_agreement, rule=RULE)
 
 
 def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
