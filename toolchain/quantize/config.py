@@ -18,7 +18,8 @@ from toolchain.compare import Thresholds
 from toolchain.errors import UserInputError, check_choice, renamed_field
 
 MODES = ("ptq", "qat", "dynamic", "fp16")
-ENGINES = ("onnxruntime", "torchao")  # the quantization toolkit (bench/parity --backend picks a runner)
+# the quantization toolkit (bench/parity --backend picks a runner); xnnpack: INT8 .pte (pip install 'vtool[edge]')
+ENGINES = ("onnxruntime", "torchao", "xnnpack")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
 PRESETS = ("auto", "cnn", "vit")
 TARGETS = ("auto", "avx2", "avx512", "avx512-vnni", "amx", "arm64", "generic")

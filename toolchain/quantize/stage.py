@@ -31,7 +31,7 @@ from toolchain.quantize.core import (
     fp32_onnx,
     static_ptq,
 )
-from toolchain.runners import run_model
+from toolchain.runners import default_runner, run_model
 from toolchain.sources import load_model
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,10 @@ def _run_mode(loaded: LoadedModel, qdata: Any, config: QuantConfig, resolved: di
         attempts.append(bud.Attempt(step, config.calibration, float_nodes or [], bud.summarize(metrics), passed,
                                     reason))
 
+    if config.engine == "xnnpack":  # PT2E + XNNPACKQuantizer -> INT8 .pte (ExecuTorch)
+        from toolchain.quantize import xnnpack
+
+        return xnnpack.run(loaded, qdata, config, resolved, work, record, judge)
     if config.mode == "ptq" and config.engine == "onnxruntime":
         pre = work / "pre.onnx"
         record.update(ort_ptq.preprocess(fp32_path, pre))
@@ -238,7 +242,7 @@ def _speed(loaded: LoadedModel, fp32_path: Path | None, candidate: LoadedModel, 
     from toolchain.quantize.speed import speed_ratio
 
     batch = np.ascontiguousarray(np.resize(x, (config.speed_batch, *x.shape[1:])).astype(np.float32))
-    cand_runner = "onnxruntime" if candidate.artifact.format == "onnx" else "pt2"
+    cand_runner = default_runner(candidate)
     models: dict[str, tuple[LoadedModel, str]] = {"quantized": (candidate, cand_runner)}
     if fp32_path is not None:
         models["fp32_onnx"] = (LoadedModel.from_file(fp32_path, loaded.spec, "quantize:fp32"), "onnxruntime")
