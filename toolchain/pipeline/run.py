@@ -16,7 +16,7 @@ from typing import Any
 from toolchain.artifact import is_artifact_dir, sha256_file
 from toolchain.errors import UserInputError, first_line
 from toolchain.models import LoadedModel
-from toolchain.pipeline.config import PipelineConfig
+from toolchain.pipeline.config import PipelineConfig, missing_edge
 from toolchain.pipeline.report import RunRecord, build_report, checkpoint_curves
 from toolchain.pipeline.state import StageBook
 from toolchain.sources import load_model
@@ -177,14 +177,14 @@ class Pipeline:
         from toolchain.pipeline.quant import run_quantization
 
         dest = self.out / f"int8-{mode}"
-        onnx_sha = self.outputs["export-onnx"]["sha256"]
+        onnx_sha = self.outputs.get("export-onnx", {}).get("sha256")  # xnnpack quantizes the eager model
         key = {**self.source_key(), "mode": mode, "onnx": onnx_sha, "samples": self.config.samples,
                "qat_epochs": self.config.qat_epochs, "max_drop": self.config.max_drop}
 
         def work() -> dict[str, Any]:
             from toolchain.artifact import load_artifact
 
-            details = run_quantization(self.reference, self.artifacts["onnx"], mode, dest, self.config)
+            details = run_quantization(self.reference, self.artifacts.get("onnx"), mode, dest, self.config)
             return {**details, "sha256": sha256_file(load_artifact(dest).model_path)}
 
         out = self.stage(f"quantize-{mode}", key, work, self._artifact_valid)
@@ -242,14 +242,19 @@ class Pipeline:
 def run_pipeline(config: PipelineConfig, notify: Notify | None = None) -> PipelineResult:
     """Run the configured stages in order; see the module docstring for skipping and failures."""
     pipe = Pipeline(config, notify)
+    missing = missing_edge()
+    if missing:
+        pipe.notify(f"edge runtimes not installed, so no {', '.join(missing)}: pip install 'vtool[edge]' adds them")
     pipe.load_reference()
     if config.wants("eval") and config.data is not None:
         pipe.eval_stage()
     if config.wants("export"):
         for fmt in config.formats:
             pipe.export_stage(fmt)
-    if config.wants("quantize") and "onnx" in pipe.artifacts:
+    if config.wants("quantize"):
         for mode in config.quantize:
+            if mode != "xnnpack" and "onnx" not in pipe.artifacts:
+                continue
             if mode == "qat" and not (pipe.reference and pipe.reference.is_torch and config.data):
                 pipe.notify("skipping qat: it needs a trainable model and labelled --data")
                 continue
