@@ -60,17 +60,42 @@ def test_pte_dynamic_export_verifies_and_records_delegation(edge_exports) -> Non
     delegation = export["delegation"]
     assert delegation["delegate"] == "XNNPACK" and delegation["delegated_ops"] > 0
     assert delegation["delegated"]["aten.convolution.default"] == 3
-    # a dynamic flatten is a reshape XNNPACK does not take: it is listed as a portable-kernel fallback
-    assert export["portable_ops"] == ["aten.view_copy.default"] and not export["fully_delegated"]
+    # the dynamic-batch flatten stays in the delegate (its symbolic size is rewritten to -1)
+    assert delegation["delegated"]["aten.view_copy.default"] == 1
+    assert export["portable_ops"] == [] and export["fully_delegated"] and delegation["subgraphs"] == 1
     verification = manifest.verification
     assert set(verification["batches"]) == {"1", "2", "7"} and verification["max_abs_diff"] <= 1e-4
     assert verification["runner"] == "executorch"
 
 
-def test_portable_fallback_is_a_warning_naming_the_op(tiny_cnn_model, tmp_path: Path, caplog) -> None:
+LAYER_NORM_NET = """
+import torch
+from torch import nn
+
+
+class NormNet(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=4)
+        self.norm = nn.LayerNorm(4 * 8 * 8)
+        self.head = nn.Linear(4 * 8 * 8, num_classes)
+
+    def forward(self, x):
+        return self.head(self.norm(torch.flatten(self.conv(x), 1)))
+"""
+
+
+def test_op_xnnpack_cannot_delegate_is_named_in_a_warning_and_the_manifest(tmp_path: Path, caplog) -> None:
+    """XNNPACK 1.5.1 has no LayerNorm: it runs on a portable kernel, the rest stays delegated."""
+    user = tmp_path / "norm.py"
+    user.write_text(LAYER_NORM_NET)
     with caplog.at_level(logging.WARNING, logger="toolchain.export.pte"):
-        export_model(tiny_cnn_model, ExportConfig(format="executorch", out=tmp_path / "p", verify=False))
-    assert any("portable kernels: aten.view_copy.default x1" in r.getMessage() for r in caplog.records)
+        result = export_model(load_model(f"{user}:NormNet"), ExportConfig(format="executorch", out=tmp_path / "p",
+                                                                          data="digits", verify_samples=8))
+    assert any("portable kernels: aten.native_layer_norm.default x1" in r.getMessage() for r in caplog.records)
+    export = result.artifact.manifest.export
+    assert export["portable_ops"] == ["aten.native_layer_norm.default"] and not export["fully_delegated"]
+    assert export["delegation"]["delegated"]["aten.convolution.default"] == 1 and result.passed
 
 
 def test_pte_runs_every_batch_up_to_its_bound_and_names_it_beyond(edge_exports, tiny_cnn_model, digits_x) -> None:

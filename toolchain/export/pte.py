@@ -123,6 +123,30 @@ def _restore_batch_range(program: Any) -> None:
                 dim.node.shape_env.var_to_range[dim.node.expr] = ranges[dim.node.expr]
 
 
+def infer_batch_in_reshapes(graph_module: Any) -> Any:
+    """Edge pass: a reshape whose target shape has exactly one symbolic size (the batch) gets -1 there instead.
+
+    XNNPACK's partitioner refuses symbolic reshapes ("Symbolic reshape is not supported") but takes one
+    inferred dimension, so a dynamic-batch flatten stays inside the delegate instead of a portable copy.
+    """
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from torch.fx.passes.infra.pass_base import PassResult
+
+    changed = False
+    for node in graph_module.graph.nodes:
+        if node.op == "call_function" and node.target == exir_ops.edge.aten.view_copy.default:
+            shape = list(node.args[1])
+            symbolic = [i for i, size in enumerate(shape) if not isinstance(size, int)]
+            if len(symbolic) == 1 and -1 not in shape:
+                shape[symbolic[0]] = -1
+                node.args = (node.args[0], shape, *node.args[2:])
+                changed = True
+    if changed:
+        graph_module.graph.eliminate_dead_code()
+        graph_module.recompile()
+    return PassResult(graph_module, changed)
+
+
 def _op_name(target: Any) -> str:
     return str(getattr(target, "__name__", target))
 
@@ -218,7 +242,8 @@ def lower(programs: dict[str, Any], name: str) -> tuple[bytes, dict[str, Any]]:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
+    edge = to_edge_transform_and_lower(programs, transform_passes=[infer_batch_in_reshapes],
+                                       partitioner=[XnnpackPartitioner()])
     delegation = {}
     for method in programs:
         lowered = edge.exported_program(method)
