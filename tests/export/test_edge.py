@@ -156,6 +156,20 @@ def test_op_without_kernel_or_conversion_is_named(tmp_path: Path, fmt: str, op: 
     assert not (tmp_path / "eig").exists()
 
 
+def test_op_with_no_kernel_in_the_runtime_is_named(tmp_path: Path, monkeypatch) -> None:
+    """A non-delegated op this ExecuTorch build has no kernel for would only fail at load time: export refuses."""
+    import toolchain.export.pte as pte
+
+    monkeypatch.setattr(pte, "runtime_operator_names", lambda: {"aten::convolution.out"})
+    user = tmp_path / "norm.py"
+    user.write_text(LAYER_NORM_NET)
+    with pytest.raises(ExportError, match="operator 'aten::native_layer_norm.out' is neither delegated to XNNPACK "
+                                          "nor has a kernel") as info:
+        export_model(load_model(f"{user}:NormNet"), ExportConfig(format="executorch", out=tmp_path / "p",
+                                                                 data="digits", verify_samples=4))
+    assert "\n" not in str(info.value) and not (tmp_path / "p").exists()
+
+
 def test_truncated_pte_is_a_one_line_artifact_error(edge_exports, tmp_path: Path) -> None:
     dest = tmp_path / "cut"
     shutil.copytree(edge_exports["pte"].path, dest)
@@ -245,3 +259,13 @@ def test_bench_measures_edge_runners(edge_exports) -> None:
     rows = {(e.runner, e.batch_size) for e in result.entries}
     assert rows == {("executorch", 1), ("executorch", 4), ("openvino", 1), ("openvino", 4)}
     assert load_artifact(edge_exports["ir"].path).size_mb > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet-lite0", "vit-tiny"])
+@pytest.mark.parametrize("fmt", ["executorch", "openvino"])
+def test_full_size_models_verify_against_eager(tmp_path: Path, name: str, fmt: str) -> None:
+    """Acceptance: the fp32 .pte / IR of the full-size registry models match eager at batch 1, 2 and 7."""
+    result = export_model(load_model(name), ExportConfig(format=fmt, out=tmp_path / fmt, verify_samples=8))
+    assert result.passed and result.verification["max_abs_diff"] <= 1e-4
+    assert result.verification["agreement"] == 1.0

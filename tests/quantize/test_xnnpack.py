@@ -70,3 +70,57 @@ def test_percentile_calibration_is_refused_in_one_line(tiny_cnn_model, tmp_path:
 def test_cli_refuses_an_onnx_source(exported_tiny_cnn) -> None:
     result = run_cli("quantize", "--model", exported_tiny_cnn("onnx"), "--engine", "xnnpack", "--data", "digits")
     one_line_error(result, "--engine xnnpack quantizes a PyTorch graph")
+
+
+RELU6_NET = """
+import torch
+from torch import nn
+
+
+class Relu6Net(nn.Module):
+    \"\"\"conv-BN-ReLU6 with a wide pre-clamp range (weights x40), like EfficientNet-Lite's blocks.\"\"\"
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        with torch.no_grad():
+            self.conv.weight.mul_(40)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = nn.functional.relu6(self.bn(self.conv(x)))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+"""
+
+
+@pytest.mark.parametrize("qat", [False, True])
+def test_relu6_is_quantized_after_the_clamp(tmp_path: Path, monkeypatch, qat: bool) -> None:
+    """XNNPACKQuantizer alone observes the conv output before ReLU6 (range +-100s): vtool moves it after."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+
+    from toolchain.quantize import xnnpack
+
+    user = tmp_path / "relu6.py"
+    user.write_text(RELU6_NET)
+    model = load_model(f"{user}:Relu6Net")
+    settings = xnnpack.XnnpackSettings(is_qat=qat)
+    prepare = prepare_qat_pt2e if qat else prepare_pt2e
+    prepared = prepare(xnnpack._graph(model.module, model.spec), settings.quantizer())
+    clamp = next(n for n in prepared.graph.nodes if "hardtanh" in str(n.target))
+    observer = next(iter(clamp.users))  # the clamp's output goes through its own observer / fake-quant
+    assert observer.op == "call_module" and "activation_post_process" in str(observer.target)
+    assert clamp.args[0].op == "call_function"  # ...and the conv/BN output before it has none
+    if qat:
+        return
+    x = np.random.default_rng(0).standard_normal((48, 3, 32, 32)).astype(np.float32)
+    reference = model.module(torch.from_numpy(x)).detach().numpy()
+
+    def sqnr(logits: np.ndarray) -> float:
+        return float(10 * np.log10((reference**2).sum() / ((reference - logits) ** 2).sum()))
+
+    fused = xnnpack.ptq(model.module, model.spec, [x[:32]], settings)(torch.from_numpy(x)).detach().numpy()
+    monkeypatch.setattr(xnnpack, "fuse_clamp_annotations", lambda graph: 0)
+    plain = xnnpack.ptq(model.module, model.spec, [x[:32]], settings)(torch.from_numpy(x)).detach().numpy()
+    assert sqnr(fused) > 35 and sqnr(fused) > sqnr(plain) + 10, (sqnr(fused), sqnr(plain))

@@ -52,10 +52,7 @@ class XnnpackSettings:
             raise UserInputError(f"max_batch must be >= 2 for a dynamic batch, got {self.max_batch}.")
 
     def quantizer(self) -> Any:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
 
         weights = (-63, 63) if self.reduce_range else (-127, 127)
         config = get_symmetric_quantization_config(is_per_channel=self.per_channel, is_qat=self.is_qat,
@@ -68,15 +65,63 @@ class XnnpackSettings:
             ctr = getattr(observers, ACTIVATION_OBSERVERS[self.calibration]).with_args(eps=2**-12)
             act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=ctr)
             config = dataclasses.replace(config, input_activation=act, output_activation=act)
-        return XNNPACKQuantizer().set_global(config)
+        return _clamp_aware_quantizer()().set_global(config)
 
     def describe(self) -> dict[str, Any]:
         weights = "[-63, 63] (reduce_range)" if self.reduce_range else "[-127, 127]"
-        return {"quantizer": "executorch XNNPACKQuantizer (torchao PT2E)", **asdict(self),
+        return {"quantizer": "executorch XNNPACKQuantizer (torchao PT2E), conv/linear + ReLU6 fused", **asdict(self),
                 "activations": f"int8 per-tensor affine, {ACTIVATION_OBSERVERS[self.calibration]}"
                 if not self.is_qat else "int8 per-tensor affine, fake-quantized during training",
                 "weights": f"int8 {'per-channel' if self.per_channel else 'per-tensor'} symmetric {weights}",
                 "delegate": "XNNPACK", "batch": BatchPlan((), self.max_batch).describe()}
+
+
+def fuse_clamp_annotations(model: Any) -> int:
+    """Give a ReLU6 (hardtanh) that directly follows a conv/linear the output quantization of that op.
+
+    XNNPACKQuantizer 1.5.1 fuses conv+ReLU but not conv+ReLU6: it observes the conv's pre-clamp output
+    (EfficientNet-Lite0: ranges up to +-100) and the clamp shares that observer, so the [0, 6] values that
+    matter get a step of ~0.8. XNNPACK itself fuses hardtanh into conv/linear (their `fused_acts`), so the
+    clamp's output is where the quantization belongs: Lite0's INT8 agreement went from 0.52 to 0.98 (eager).
+    """
+    import torch
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    key = "quantization_annotation"
+    clamps = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)
+    # conv/linear; under QAT the BatchNorm after a conv (folded into it at convert) carries the output annotation
+    sources = (torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.linear.default,
+               torch.ops.aten.batch_norm.default)
+    fused = 0
+    for node in model.graph.nodes:
+        if node.op != "call_function" or node.target not in clamps or key in node.meta:
+            continue
+        source = node.args[0]
+        annotation = getattr(source, "meta", {}).get(key)
+        if (getattr(source, "target", None) in sources and annotation is not None
+                and annotation.output_qspec is not None and len(source.users) == 1):
+            node.meta[key] = QuantizationAnnotation(input_qspec_map={}, output_qspec=annotation.output_qspec,
+                                                    _annotated=True)
+            annotation.output_qspec = None
+            fused += 1
+    return fused
+
+
+def _clamp_aware_quantizer() -> type:
+    """XNNPACKQuantizer whose annotation also fuses conv/linear + ReLU6 (see fuse_clamp_annotations)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import propagate_annotation
+
+    class ClampAwareXNNPACKQuantizer(XNNPACKQuantizer):
+        def annotate(self, model: Any) -> Any:
+            model = self._annotate_for_quantization_config(model)
+            fused = fuse_clamp_annotations(model)
+            if fused:
+                log.info("XNNPACKQuantizer: %d conv/linear + ReLU6 pair(s) quantized after the clamp", fused)
+            propagate_annotation(model)
+            return model
+
+    return ClampAwareXNNPACKQuantizer
 
 
 def _graph(module: Any, spec: ModelSpec) -> Any:
