@@ -25,8 +25,12 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-FORMAT_FILES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.ts"}
-SUFFIX_FORMATS = {".onnx": "onnx", ".pt2": "pt2", ".ts": "torchscript", ".torchscript": "torchscript"}
+FORMAT_FILES = {"onnx": "model.onnx", "pt2": "model.pt2", "torchscript": "model.ts", "executorch": "model.pte",
+                "openvino": "model.xml"}
+SUFFIX_FORMATS = {".onnx": "onnx", ".pt2": "pt2", ".ts": "torchscript", ".torchscript": "torchscript",
+                  ".pte": "executorch", ".xml": "openvino"}
+# Files a model file needs beside it, by suffix: an OpenVINO IR keeps its weights in model.bin next to model.xml.
+FORMAT_SIDECARS = {"openvino": (".bin",)}
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -44,7 +48,8 @@ def library_versions() -> dict[str, str]:
     import toolchain
 
     versions = {"vtool": toolchain.__version__}
-    for dist in ("torch", "torchvision", "onnx", "onnxruntime", "torchao", "transformers", "timm", "openvino"):
+    for dist in ("torch", "torchvision", "onnx", "onnxruntime", "torchao", "transformers", "timm", "openvino",
+                 "executorch"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -122,8 +127,14 @@ class Artifact:
         return ModelSpec.from_dict(self.manifest.spec)
 
     @property
+    def model_files(self) -> list[Path]:
+        """The model file and the sidecars it needs (an OpenVINO IR's .bin weights) that exist."""
+        sidecars = [self.model_path.with_suffix(s) for s in FORMAT_SIDECARS.get(self.format, ())]
+        return [self.model_path, *(p for p in sidecars if p.is_file())]
+
+    @property
     def size_mb(self) -> float:
-        return self.model_path.stat().st_size / 1e6
+        return sum(p.stat().st_size for p in self.model_files) / 1e6
 
     @property
     def name(self) -> str:
@@ -219,7 +230,7 @@ def bare_model_artifact(path: str | Path, spec: ModelSpec) -> Artifact:
     file = Path(path)
     fmt = SUFFIX_FORMATS.get(file.suffix.lower())
     if fmt is None:
-        raise UserInputError(f"'{file}' is not a model file: expected .onnx, .pt2 or .ts.")
+        raise UserInputError(f"'{file}' is not a model file: expected .onnx, .pt2, .ts, .pte or .xml (OpenVINO IR).")
     manifest = Manifest(format=fmt, model_file=file.name, spec=spec.to_dict(), source={"file": str(file)})
     return Artifact(file.parent, manifest)
 

@@ -101,7 +101,7 @@ def predict_logits(model: LoadedModel, bundle: DataBundle, config: EvalConfig) -
     logits, labels = [], []
     with get_runner(config.runner, model, device=config.device, threads=config.threads) as runner:
         for x, y in bundle.batches(config.split, config.batch_size):
-            logits.append(runner.infer(x))
+            logits.append(runner.infer_batched(x, config.batch_size))
             labels.append(y)
     if not logits:
         raise UserInputError(f"The '{config.split}' split of {bundle.samples.source} is empty; nothing to evaluate.")

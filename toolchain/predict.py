@@ -92,7 +92,7 @@ def predict(model: LoadedModel, images: list[str | Path], config: PredictConfig 
     with get_runner(config.runner, model, device=config.device, threads=config.threads) as runner:
         for start in range(0, len(decoded), config.batch_size):
             batch = preprocess(decoded[start:start + config.batch_size], model.spec)
-            probs = softmax(runner.infer(batch))
+            probs = softmax(runner.infer_batched(batch, config.batch_size))
             for offset, row in enumerate(probs):
                 order = np.argsort(-row)[:k]
                 top = [{"label": labels[i] if i < len(labels) else str(i), "index": int(i),

@@ -13,7 +13,9 @@ from helpers import run_cli
 from toolchain.errors import UserInputError
 from toolchain.pipeline import PipelineConfig, run_pipeline
 
-FAST = dict(model="tiny-cnn", data="digits", epochs=1, quantize=[], batch_sizes=[1, 4], bench_seconds=0.05)
+# Core formats only: the edge formats have their own run in test_pipeline_edge.py.
+FAST = dict(model="tiny-cnn", data="digits", epochs=1, formats=["onnx", "pt2", "torchscript"], quantize=[],
+            batch_sizes=[1, 4], bench_seconds=0.05)
 
 
 @pytest.fixture(scope="module")

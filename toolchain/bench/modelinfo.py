@@ -73,7 +73,7 @@ def model_stats(model: LoadedModel) -> dict[str, Any]:
                 "stats_notes": ["model_size_mb: in-memory weights and buffers of the eager module"]}
     artifact = model.artifact
     assert artifact is not None
-    files = [artifact.model_path]
+    files = list(artifact.model_files)
     params: int | None = None
     if artifact.format == "onnx":
         params, external = onnx_files(artifact.model_path)

@@ -24,8 +24,10 @@ def pipeline_cmd(
                              "auto: digits, or the bundled photos for pretrained ImageNet models."),
     split_file: SplitFile = None,
     test_data: TestData = None,
-    formats: str = typer.Option("onnx,pt2,torchscript", help="Export formats, comma-separated."),
-    quantize: str = typer.Option("ptq,qat", help="INT8 modes (ptq, qat), comma-separated; '' for none."),
+    formats: str = typer.Option(None, help="Export formats, comma-separated [default: onnx,pt2,torchscript, plus "
+                                "executorch,openvino when 'vtool[edge]' is installed]."),
+    quantize: str = typer.Option(None, help="INT8 modes (ptq, qat, xnnpack), comma-separated; '' for none "
+                                 "[default: ptq,qat, plus xnnpack when 'vtool[edge]' is installed]."),
     stages: str = typer.Option(",".join(("train", "eval", "export", "quantize", "bench", "parity", "report")),
                                help="Stages to run (train, eval, export, quantize, bench, parity, report)."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: exported/<model>-<data>)."),
@@ -53,8 +55,10 @@ def pipeline_cmd(
     from toolchain.pipeline import PipelineConfig, run_pipeline
     from toolchain.report.tables import pipeline_view
 
-    config = PipelineConfig(model=model, data=data, formats=parse_list(formats), quantize=parse_list(quantize),
-                            stages=parse_list(stages), out=out, epochs=epochs, qat_epochs=qat_epochs,
+    lists = {key: parse_list(value) for key, value in (("formats", formats), ("quantize", quantize))
+             if value is not None}
+    config = PipelineConfig(model=model, data=data, stages=parse_list(stages), **lists, out=out, epochs=epochs,
+                            qat_epochs=qat_epochs,
                             batch_sizes=parse_int_list(batch_size, "--batch-size"), bench_seconds=bench_seconds,
                             threads=threads, max_drop=max_drop, min_agreement=min_agreement, force=force,
                             overwrite=overwrite, options=options or ModelOptions(), split_file=split_file,

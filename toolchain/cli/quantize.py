@@ -27,7 +27,8 @@ def quantize_cmd(
     model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     mode: str = typer.Option("ptq", "--mode", help="ptq (static, calibrated), qat, dynamic (MatMul/Gemm) or fp16."),
     data: str = typer.Option(None, "--data", "-d", help=DATA_HELP),
-    engine: str = typer.Option("onnxruntime", "--engine", help="onnxruntime (QDQ ONNX) or torchao (PT2E, .pt2)."),
+    engine: str = typer.Option("onnxruntime", "--engine", help="onnxruntime (QDQ ONNX), torchao (PT2E, .pt2) or "
+                               "xnnpack (PT2E, INT8 .pte for ExecuTorch; pip install 'vtool[edge]')."),
     backend: Backend = None,
     calibration: str = typer.Option("mse", "--calibration",
                                     help="Activation ranges: mse (least quantization error), minmax, percentile, "

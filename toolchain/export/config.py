@@ -9,7 +9,8 @@ from typing import Any
 from toolchain.compare import Thresholds
 from toolchain.errors import UserInputError, check_choice
 
-FORMATS = ("onnx", "pt2", "torchscript")
+FORMATS = ("onnx", "pt2", "torchscript", "executorch", "openvino")
+EDGE_FORMATS = ("executorch", "openvino")  # need the optional extra: pip install 'vtool[edge]'
 EXPORTERS = ("dynamo", "legacy")
 DEFAULT_OPSET = 18
 # The dynamo exporter implements opset 18 and up; lower requests are silently kept at 18 by torch,
@@ -29,6 +30,8 @@ class ExportConfig:
     exporter: str | None = None  # ONNX only; None -> "dynamo"; "legacy" is an explicit fallback
     simplify: bool = False  # ONNX only: onnxscript optimizer pass after export
     freeze: bool = False  # TorchScript only: torch.jit.freeze
+    batch_sizes: tuple[int, ...] | None = None  # ExecuTorch only: static programs, one method per size
+    max_batch: int | None = None  # ExecuTorch only: bound of the dynamic batch (None -> 64)
     data: str | None = None  # verification data; None -> the model's recorded data or bundled photos
     verify: bool = True
     atol: float = 1e-4
@@ -63,6 +66,7 @@ class ExportConfig:
                 )
         if self.freeze and self.format != "torchscript":
             raise UserInputError(f"--freeze applies to --format torchscript only, not {self.format}; drop it.")
+        self._check_pte_batch()
         self.thresholds  # noqa: B018 - validates atol and min_agreement (compare.Thresholds)
         if self.verify_threads is not None and self.verify_threads < 1:
             raise UserInputError(f"verify_threads must be >= 1, got {self.verify_threads}.")
@@ -71,10 +75,38 @@ class ExportConfig:
         sizes = tuple(int(b) for b in self.verify_batch_sizes)
         if not sizes or min(sizes) < 1:
             raise UserInputError(f"verify_batch_sizes must be numbers >= 1, got {self.verify_batch_sizes}.")
-        # A static export has a batch of 1 baked in: verify it at the only batch it accepts.
-        self.verify_batch_sizes = sizes if self.dynamic_batch else (1,)
+        # A static export has its batch sizes baked in (1 unless --batch-sizes): verify at the sizes it accepts.
+        if not self.dynamic_batch:
+            self.verify_batch_sizes = self.batch_plan.sizes if self.format == "executorch" else (1,)
+        elif self.format == "executorch":
+            self.verify_batch_sizes = tuple(b for b in sizes if b <= self.batch_plan.max_batch) or (1,)
+        else:
+            self.verify_batch_sizes = sizes
         if self.out is not None:
             self.out = Path(self.out)
+
+    def _check_pte_batch(self) -> None:
+        for flag, value in (("--batch-sizes", self.batch_sizes), ("--max-batch", self.max_batch)):
+            if value is not None and self.format != "executorch":
+                raise UserInputError(f"{flag} applies to --format executorch only, not {self.format}; drop it.")
+        if self.batch_sizes is not None:
+            self.batch_sizes = tuple(int(b) for b in self.batch_sizes)
+            if not self.batch_sizes:
+                raise UserInputError("--batch-sizes was given but empty; e.g. --batch-sizes 1,32.")
+            self.dynamic_batch = False  # a list of sizes means static programs
+        if self.max_batch is not None and not self.dynamic_batch:
+            raise UserInputError("--max-batch bounds a dynamic batch; drop it with --static-batch/--batch-sizes.")
+        if self.format == "executorch":
+            self.batch_plan  # noqa: B018 - validates the sizes / bound (pte.BatchPlan)
+
+    @property
+    def batch_plan(self) -> Any:
+        """ExecuTorch: the batch sizes the `.pte` accepts (static sizes, else dynamic up to max_batch)."""
+        from toolchain.export.pte import DEFAULT_MAX_BATCH, BatchPlan
+
+        if self.dynamic_batch:
+            return BatchPlan((), self.max_batch or DEFAULT_MAX_BATCH)
+        return BatchPlan(self.batch_sizes or (1,))
 
     @property
     def thresholds(self) -> Thresholds:
@@ -88,4 +120,5 @@ class ExportConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["out"] = str(self.out) if self.out is not None else None
+        data["batch_sizes"] = list(self.batch_sizes) if self.batch_sizes is not None else None
         return data

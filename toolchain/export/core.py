@@ -31,6 +31,7 @@ from toolchain.data import photo_crops
 from toolchain.errors import ArtifactError, ExportError, ThresholdError, UserInputError, VtoolError
 from toolchain.export.config import ExportConfig
 from toolchain.export.formats import WRITERS, export_failure
+from toolchain.export.ir import write_openvino_from_onnx
 from toolchain.export.verify import verify_export
 from toolchain.inputs import EvalInputs, data_config_of, evaluation_inputs
 from toolchain.models import LoadedModel
@@ -152,10 +153,13 @@ def export_model(loaded: LoadedModel | str, config: ExportConfig) -> ExportResul
     from toolchain.sources import as_loaded
 
     loaded = as_loaded(loaded)
-    if not loaded.is_torch:
+    # OpenVINO IR can also be made from an ONNX artifact (fp32 or an INT8 QDQ model of `vtool quantize`).
+    onnx_source = config.format == "openvino" and loaded.artifact is not None and loaded.artifact.format == "onnx"
+    if not loaded.is_torch and not onnx_source:
         raise UserInputError(
             f"'{loaded.name}' is already a {loaded.artifact.format if loaded.artifact else 'non-torch'} artifact; "
-            "export needs a PyTorch model: a registry name, a training checkpoint or file.py:Class."
+            "export needs a PyTorch model: a registry name, a training checkpoint or file.py:Class "
+            "(--format openvino also takes an ONNX artifact)."
         )
     dest = Path(config.out) if config.out is not None else default_out_dir(loaded, config.format)
     check_destination(dest, sources=(loaded.checkpoint,), overwrite=config.overwrite, replaceable=is_artifact_dir)
@@ -166,12 +170,17 @@ def export_model(loaded: LoadedModel | str, config: ExportConfig) -> ExportResul
 def _export(loaded: LoadedModel, config: ExportConfig, dest: Path) -> ExportResult:
     import torch
 
+    onnx_source = not loaded.is_torch  # export_model let only an ONNX artifact bound for OpenVINO through
+
     # Resolve the verification images first: bad --data fails before anything is exported or written.
     inputs = verification_inputs(loaded, config) if config.verify else None
-    module = loaded.module.eval()
+    module = loaded.module.eval() if loaded.is_torch else None
     fmt = config.format
     manifest = Manifest(format=fmt, model_file=FORMAT_FILES[fmt], spec=loaded.spec.to_dict(),
                         source=source_record(loaded, inputs, config))
+    if onnx_source:
+        manifest.precision = loaded.artifact.manifest.precision
+        manifest.quantization = loaded.artifact.manifest.quantization
     staging = staging_dir(dest, "build")
     try:
         log.info("exporting %s to %s (%s)", loaded.name, fmt, dest)
@@ -179,7 +188,11 @@ def _export(loaded: LoadedModel, config: ExportConfig, dest: Path) -> ExportResu
         start = time.perf_counter()
         try:
             with torch.no_grad():
-                details = WRITERS[fmt](module, example, staging / manifest.model_file, loaded.spec, config)
+                if onnx_source:
+                    details = write_openvino_from_onnx(loaded.artifact.model_path, staging / manifest.model_file,
+                                                       loaded.spec, config)
+                else:
+                    details = WRITERS[fmt](module, example, staging / manifest.model_file, loaded.spec, config)
         except VtoolError:
             raise
         except OSError as exc:

@@ -25,6 +25,8 @@ PROTOBUF_LIMIT = 2 * 1024**3  # ONNX protobuf files cannot exceed 2 GB: weights 
 
 # Patterns (most specific first) that find the operator an exporter could not handle.
 _OP_PATTERNS = (
+    r"Operator torch\._ops\.([\w.]+?)(?:\.default)? is not in Core ATen",
+    r"No conversion rule found for operations: ([\w:.]+)",
     r"No ONNX function found for <OpOverload\(op='([\w.:]+)'",
     r"Exporting the operator '([\w.:]+)' to ONNX",
     r"Unsupported operator[: ]+'?([\w.:]+)",
@@ -55,6 +57,9 @@ def short_reason(exc: BaseException, limit: int = 160) -> str:
     """The first informative line of a (often very long) exporter message, without ANSI colours."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in lines:  # OpenVINO's conversion report puts the telling line after a 'Check failed at' one
+        if "No conversion rule found" in line:
+            return line.lstrip("- ")[:limit]
     for line in lines:
         if "<class '" in line and ("Error" in line or "Exception" in line):
             return line.split(">:", 1)[-1].strip()[:limit]
@@ -223,5 +228,21 @@ def write_torchscript(module: Any, example: Any, path: Path, spec: ModelSpec, co
     }
 
 
+# ---------------------------------------------------------------- edge runtimes (pip install 'vtool[edge]')
+
+
+def write_executorch(module: Any, example: Any, path: Path, spec: ModelSpec, config: ExportConfig) -> dict[str, Any]:
+    from toolchain.export.pte import write_pte
+
+    return write_pte(module, example, path, spec, config.batch_plan, spec.architecture)
+
+
+def write_openvino(module: Any, example: Any, path: Path, spec: ModelSpec, config: ExportConfig) -> dict[str, Any]:
+    from toolchain.export.ir import write_openvino as write_ir
+
+    return write_ir(module, example, path, spec, config)
+
+
 Writer = Callable[[Any, Any, Path, ModelSpec, ExportConfig], dict[str, Any]]
-WRITERS: dict[str, Writer] = {"onnx": write_onnx, "pt2": write_pt2, "torchscript": write_torchscript}
+WRITERS: dict[str, Writer] = {"onnx": write_onnx, "pt2": write_pt2, "torchscript": write_torchscript,
+                              "executorch": write_executorch, "openvino": write_openvino}

@@ -7,12 +7,35 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.compare import Thresholds
-from toolchain.errors import UserInputError, check_choice
+from toolchain.errors import MissingDependencyError, UserInputError, check_choice
 from toolchain.models.config import ModelOptions
 
 STAGES = ("train", "eval", "export", "quantize", "bench", "parity", "report")
-FORMATS = ("onnx", "pt2", "torchscript")
-QUANT_MODES = ("ptq", "qat")
+CORE_FORMATS = ("onnx", "pt2", "torchscript")
+EDGE_FORMATS = ("executorch", "openvino")  # included by default when the runtime is installed ('vtool[edge]')
+FORMATS = (*CORE_FORMATS, *EDGE_FORMATS)
+QUANT_MODES = ("ptq", "qat", "xnnpack")  # xnnpack: PT2E INT8 lowered to a .pte (needs executorch)
+EDGE_PACKAGES = {"executorch": "executorch", "openvino": "openvino", "xnnpack": "executorch"}
+
+
+def edge_installed(name: str) -> bool:
+    """Whether the runtime behind an edge format or quantization mode can be imported here."""
+    import importlib.util
+
+    return importlib.util.find_spec(EDGE_PACKAGES[name]) is not None
+
+
+def default_formats() -> list[str]:
+    return [*CORE_FORMATS, *(f for f in EDGE_FORMATS if edge_installed(f))]
+
+
+def default_quantize() -> list[str]:
+    return ["ptq", "qat", *(["xnnpack"] if edge_installed("xnnpack") else [])]
+
+
+def missing_edge() -> list[str]:
+    """Edge formats/modes left out of the defaults because their runtime is not installed."""
+    return [name for name in (*EDGE_FORMATS, "xnnpack") if not edge_installed(name)]
 
 
 @dataclass
@@ -21,8 +44,8 @@ class PipelineConfig:
 
     model: str = "simple-cnn"
     data: str | None = "auto"  # auto: digits, or None (bundled photos) for pretrained ImageNet models
-    formats: list[str] = field(default_factory=lambda: list(FORMATS))
-    quantize: list[str] = field(default_factory=lambda: list(QUANT_MODES))
+    formats: list[str] = field(default_factory=default_formats)  # + executorch, openvino when installed
+    quantize: list[str] = field(default_factory=default_quantize)  # + xnnpack when executorch is installed
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     out: Path | None = None  # None: exported/<run>
     run: str | None = None  # None: <model>-<data>
@@ -50,8 +73,13 @@ class PipelineConfig:
             check_choice("quantization mode", mode, QUANT_MODES)
         for stage in self.stages:
             check_choice("stage", stage, STAGES)
-        if self.quantize and "onnx" not in self.formats:
-            raise UserInputError("--quantize needs the onnx format (INT8 artifacts are ONNX); add onnx to --formats.")
+        if any(m != "xnnpack" for m in self.quantize) and "onnx" not in self.formats:
+            raise UserInputError("--quantize ptq/qat needs the onnx format (those INT8 artifacts are ONNX); add onnx "
+                                 "to --formats.")
+        for name in [*(f for f in self.formats if f in EDGE_FORMATS), *(m for m in self.quantize if m == "xnnpack")]:
+            if not edge_installed(name):
+                raise MissingDependencyError(f"'{name}' needs the Python package '{EDGE_PACKAGES[name]}', which is "
+                                             "not installed: pip install 'vtool[edge]'.")
         if self.epochs < 1 or self.qat_epochs < 1:
             raise UserInputError(f"--epochs must be >= 1, got {self.epochs} (qat {self.qat_epochs}).")
         if not self.batch_sizes or min(self.batch_sizes) < 1:

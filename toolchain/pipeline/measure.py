@@ -14,7 +14,8 @@ from toolchain.sources import load_model
 log = logging.getLogger(__name__)
 
 # The backend each artifact is measured with in the report (vtool bench covers the rest).
-PIPELINE_BACKENDS = {"torch": ["torch"], "onnx": ["onnxruntime"], "pt2": ["pt2"], "torchscript": ["torchscript"]}
+PIPELINE_BACKENDS = {"torch": ["torch"], "onnx": ["onnxruntime"], "pt2": ["pt2"], "torchscript": ["torchscript"],
+                     "executorch": ["executorch"], "openvino": ["openvino"]}
 
 
 def _backends(model: LoadedModel) -> list[str]:

@@ -9,16 +9,19 @@ from toolchain.models import LoadedModel
 from toolchain.pipeline.config import PipelineConfig
 
 
-def run_quantization(reference: LoadedModel, onnx_dir: Path, mode: str, dest: Path,
+def run_quantization(reference: LoadedModel, onnx_dir: Path | None, mode: str, dest: Path,
                      config: PipelineConfig) -> dict[str, Any]:
-    """PTQ quantizes the exported fp32 ONNX; QAT fine-tunes the eager model (it needs the checkpoint)."""
+    """PTQ quantizes the exported fp32 ONNX; QAT fine-tunes the eager model (it needs the checkpoint); xnnpack
+    quantizes the eager model with XNNPACKQuantizer into an INT8 .pte."""
     from toolchain.quantize import QuantConfig, quantize
     from toolchain.sources import load_model
 
     source = load_model(str(onnx_dir)) if mode == "ptq" else reference
+    engine = "xnnpack" if mode == "xnnpack" else "onnxruntime"
+    mode = "ptq" if mode == "xnnpack" else mode
     # The same gates as the parity stage: accuracy drop (labelled data only) and top-1 agreement.
     labelled = config.data is not None
-    quant_cfg = QuantConfig(mode=mode, samples=config.samples, epochs=config.qat_epochs,
+    quant_cfg = QuantConfig(mode=mode, engine=engine, samples=config.samples, epochs=config.qat_epochs,
                             max_drop=config.max_drop if labelled else None, min_agreement=config.min_agreement,
                             threads=config.threads, seed=config.seed, overwrite=True)  # the run's own artifact
     result = quantize(source, config.data, quant_cfg, out=dest)

@@ -17,7 +17,7 @@ from typing import Any
 from toolchain.artifact import is_artifact_dir, sha256_file
 from toolchain.errors import ThresholdError, UserInputError, VtoolError, first_line
 from toolchain.models import LoadedModel
-from toolchain.pipeline.config import PipelineConfig
+from toolchain.pipeline.config import PipelineConfig, missing_edge
 from toolchain.pipeline.report import RunRecord, build_report, checkpoint_curves
 from toolchain.pipeline.state import StageBook
 from toolchain.sources import load_model
@@ -229,14 +229,14 @@ class Pipeline:
         from toolchain.pipeline.quant import run_quantization
 
         dest = self.out / f"int8-{mode}"
-        onnx_sha = self.outputs["export-onnx"]["sha256"]
+        onnx_sha = self.outputs.get("export-onnx", {}).get("sha256")  # xnnpack quantizes the eager model
         key = {**self.source_key(), "mode": mode, "onnx": onnx_sha, "samples": self.config.samples,
                "qat_epochs": self.config.qat_epochs, "max_drop": self.config.max_drop}
 
         def work() -> dict[str, Any]:
             from toolchain.artifact import load_artifact
 
-            details = run_quantization(self.reference, self.artifacts["onnx"], mode, dest, self.config)
+            details = run_quantization(self.reference, self.artifacts.get("onnx"), mode, dest, self.config)
             return {**details, "sha256": sha256_file(load_artifact(dest).model_path)}
 
         out = self.stage(f"quantize-{mode}", key, work, self._artifact_valid)
@@ -300,6 +300,9 @@ class StageFailed(Exception):
 def run_pipeline(config: PipelineConfig, notify: Notify | None = None) -> PipelineResult:
     """Run the configured stages in order; see the module docstring for skipping and failures."""
     pipe = Pipeline(config, notify)
+    missing = missing_edge()
+    if missing:
+        pipe.notify(f"edge runtimes not installed, so no {', '.join(missing)}: pip install 'vtool[edge]' adds them")
 
     def attempt(step: Callable[[], Any]) -> bool:
         try:
@@ -314,14 +317,16 @@ def run_pipeline(config: PipelineConfig, notify: Notify | None = None) -> Pipeli
         if config.wants("export"):
             for fmt in config.formats:
                 attempt(lambda fmt=fmt: pipe.export_stage(fmt))
-        if config.wants("quantize") and "onnx" in pipe.artifacts:
+        if config.wants("quantize"):
             for mode in config.quantize:
+                if mode != "xnnpack" and "onnx" not in pipe.artifacts:
+                    if "export-onnx" in pipe.failures:
+                        pipe.notify(f"skipping {mode}: it needs the onnx export, which failed")
+                    continue
                 if mode == "qat" and not (pipe.reference and pipe.reference.is_torch and config.data):
                     pipe.notify("skipping qat: it needs a trainable model and labelled --data")
                     continue
                 attempt(lambda mode=mode: pipe.quantize_stage(mode))
-        elif config.wants("quantize") and config.quantize and "export-onnx" in pipe.failures:
-            pipe.notify("skipping quantize: it needs the onnx export, which failed")
         if config.wants("bench"):
             attempt(pipe.bench_stage)
         if config.wants("parity") and pipe.artifacts:

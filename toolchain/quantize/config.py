@@ -18,7 +18,8 @@ from toolchain.errors import UserInputError, check_choice, renamed_field
 from toolchain.quantize.hardware import TARGETS, HardwareProfile, hardware_profile
 
 MODES = ("ptq", "qat", "dynamic", "fp16")
-ENGINES = ("onnxruntime", "torchao")
+# the quantization toolkit (bench/parity --backend picks a runner); xnnpack: INT8 .pte (pip install 'vtool[edge]')
+ENGINES = ("onnxruntime", "torchao", "xnnpack")
 CALIBRATIONS = ("mse", "minmax", "percentile", "entropy")
 RECONSTRUCTIONS = ("gptq", "nearest")
 SWITCHES = ("auto", "on", "off")

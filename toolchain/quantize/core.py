@@ -86,9 +86,10 @@ def check_source(model: LoadedModel, config: QuantConfig) -> None:
             f"'{model.name}' is already quantized ({precision}); quantize the fp32 model it came from "
             "(its checkpoint or fp32 ONNX artifact)."
         )
-    trainable_needed = config.mode == "qat" or config.engine == "torchao"
+    trainable_needed = config.mode == "qat" or config.engine in ("torchao", "xnnpack")
     if trainable_needed and not model.is_torch:
-        what = "QAT fine-tunes weights" if config.mode == "qat" else "--engine torchao quantizes a PyTorch graph"
+        what = ("QAT fine-tunes weights" if config.mode == "qat"
+                else f"--engine {config.engine} quantizes a PyTorch graph")
         raise UserInputError(
             f"--mode {config.mode} cannot use '{model.name}' ({model.artifact.format if model.artifact else '?'} "
             f"file without its checkpoint): {what}; pass the training checkpoint (runs/NAME) or a registry name."
@@ -104,7 +105,7 @@ def default_out(model: LoadedModel, config: QuantConfig) -> Path:
     stem = model.name if model.artifact is not None else (
         model.checkpoint.parent.name if model.checkpoint is not None else model.spec.architecture)
     suffix = {"ptq": "int8", "qat": "qat-int8", "dynamic": "dynamic-int8", "fp16": "fp16"}[config.mode]
-    return DEFAULT_ROOT / f"{stem}-{suffix}"
+    return DEFAULT_ROOT / f"{stem}-{suffix}{'-pte' if config.engine == 'xnnpack' else ''}"
 
 
 # ------------------------------------------------------------------ fp32 ONNX

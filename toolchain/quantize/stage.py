@@ -30,7 +30,7 @@ from toolchain.quantize.core import (
     fp32_onnx,
 )
 from toolchain.quantize.search import Candidate
-from toolchain.runners import run_model
+from toolchain.runners import default_runner, run_model
 from toolchain.sources import load_model
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,10 @@ class Judge:
 
 def _run_mode(loaded: LoadedModel, qdata: QuantData, config: QuantConfig, ints: Any, work: Path,
               fp32_path: Path | None, judge: Judge) -> modes.ModeResult:
+    if config.engine == "xnnpack":  # PT2E + XNNPACKQuantizer -> INT8 .pte (ExecuTorch)
+        from toolchain.quantize import xnnpack
+
+        return xnnpack.run(loaded, qdata, config, work, judge)
     if config.mode == "qat":
         return modes.qat(loaded, qdata, config, ints, work, judge)
     if config.mode == "ptq" and config.engine == "torchao":
@@ -222,7 +226,7 @@ def _speed(loaded: LoadedModel, fp32_path: Path | None, candidate: LoadedModel, 
     from toolchain.quantize.speed import speed_ratio
 
     batch = np.ascontiguousarray(np.resize(x, (config.speed_batch, *x.shape[1:])).astype(np.float32))
-    cand_runner = "onnxruntime" if candidate.artifact.format == "onnx" else "pt2"
+    cand_runner = default_runner(candidate)
     models: dict[str, tuple[LoadedModel, str]] = {"quantized": (candidate, cand_runner)}
     if fp32_path is not None:
         models["fp32_onnx"] = (LoadedModel.from_file(fp32_path, loaded.spec, "quantize:fp32"), "onnxruntime")

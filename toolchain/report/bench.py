@@ -40,7 +40,8 @@ def env_line(env: dict[str, Any]) -> str:
 
     gpu = (env.get("gpu") or {}).get("name")
     versions = env.get("versions", {})
-    libs = ", ".join(f"{k} {versions[k]}" for k in ("torch", "onnxruntime", "openvino") if k in versions)
+    libs = ", ".join(f"{k} {versions[k]}" for k in ("torch", "onnxruntime", "openvino", "executorch")
+                     if k in versions)
     commit = (env.get("vtool") or {}).get("commit")
     parts = [describe_cpu(env), f"device {env.get('device', 'cpu')}", f"threads {fmt_threads(env.get('threads'))}"]
     if gpu:

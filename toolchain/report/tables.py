@@ -80,11 +80,28 @@ def export_view(result: Any) -> View:
     details = [f"{export.get('exporter')}", f"{result.time_s:.2f} s", f"{result.artifact.size_mb:.2f} MB"]
     if manifest.format == "onnx":
         details.append(f"opset {export.get('opset')}, checker {export.get('checker')}")
-    details.append("dynamic batch" if export.get("dynamic_batch") else "static batch 1")
+    batch = export.get("batch") or {}
+    if batch.get("max"):
+        details.append(f"dynamic batch 1..{batch['max']}")
+    elif batch.get("sizes"):
+        details.append(f"static batch {', '.join(map(str, batch['sizes']))}")
+    else:
+        details.append("dynamic batch" if export.get("dynamic_batch") else "static batch 1")
     view: View = [table, "  ".join(details)]
+    if "portable_ops" in export:
+        view.append(_delegation_line(export))
     if (result.verification or {}).get("summary"):
         view.append(f"verification: {result.verification['summary']}")
     return view
+
+
+def _delegation_line(export: dict[str, Any]) -> str:
+    """ExecuTorch: what XNNPACK took and what falls back to portable kernels."""
+    info = export.get("delegation") or {}
+    infos = list(info.values()) if "delegate" not in info else [info]
+    delegated = sum(i.get("delegated_ops", 0) for i in infos)
+    portable = ", ".join(export["portable_ops"]) or "none"
+    return f"XNNPACK delegated {delegated} op(s); portable-kernel fallback: {portable}"
 
 
 def parity_view(result: Any) -> View:

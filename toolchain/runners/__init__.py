@@ -31,10 +31,15 @@ RUNNERS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "torchscript": ("toolchain.runners.torchscript", "TorchScriptRunner", "torch", ("torchscript",)),
     "pt2": ("toolchain.runners.pt2", "Pt2Runner", "torch", ("pt2",)),
     "onnxruntime": ("toolchain.runners.onnxrt", "OnnxRuntimeRunner", "onnxruntime", ("onnx",)),
-    "openvino": ("toolchain.runners.openvino_rt", "OpenVinoRunner", "openvino", ("onnx",)),
+    "openvino": ("toolchain.runners.openvino_rt", "OpenVinoRunner", "openvino", ("onnx", "openvino")),
+    "executorch": ("toolchain.runners.executorch_rt", "ExecuTorchRunner", "executorch", ("executorch",)),
 }
 
-DEFAULT_RUNNER = {"torch": "torch", "onnx": "onnxruntime", "pt2": "pt2", "torchscript": "torchscript"}
+# Optional runtimes and the install line that brings them in.
+EXTRAS = {"executorch": "pip install 'vtool[edge]'", "openvino": "pip install 'vtool[edge]' or 'vtool[openvino]'"}
+
+DEFAULT_RUNNER = {"torch": "torch", "onnx": "onnxruntime", "pt2": "pt2", "torchscript": "torchscript",
+                  "openvino": "openvino", "executorch": "executorch"}
 
 
 def installed_runners() -> list[str]:
@@ -77,8 +82,9 @@ def get_runner(name: str, model: LoadedModel | str | Path, device: str = "cpu", 
         )
     module_name, cls_name, package, formats = RUNNERS[name]
     if importlib.util.find_spec(package) is None:
+        extra = f" ({EXTRAS[package]})" if package in EXTRAS else ""
         raise MissingDependencyError(
-            f"Backend '{name}' needs the Python package '{package}', which is not installed. "
+            f"Backend '{name}' needs the Python package '{package}', which is not installed{extra}. "
             f"Installed backends: {', '.join(installed_runners())}."
         )
     if model.artifact is not None:

@@ -1,4 +1,5 @@
-"""OpenVINO runner (optional extra: pip install 'vtool[openvino]'): runs ONNX artifacts on the CPU."""
+"""OpenVINO runner (optional extra: pip install 'vtool[edge]' or 'vtool[openvino]'): runs ONNX files and OpenVINO
+IR (`model.xml` + `model.bin`) on the CPU."""
 
 from __future__ import annotations
 
@@ -46,11 +47,19 @@ class OpenVinoRunner(Runner):
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long texts
             raise ArtifactError(
-                f"OpenVINO cannot load '{path}' ({first_line(exc)}); the file is corrupt or not ONNX: re-export it."
+                f"OpenVINO cannot load '{path}' ({first_line(exc)}); the file is corrupt, truncated or not ONNX/IR: "
+                "re-export it."
             ) from None
         self.request = self.compiled.create_infer_request()
+        first = self.compiled.input(0).get_partial_shape()[0]
+        self.fixed_batch = first.get_length() if first.is_static else None
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        if self.fixed_batch is not None and batch.shape[0] != self.fixed_batch:
+            raise UserInputError(
+                f"{self.model.name} was exported with a static batch of {self.fixed_batch}, got a batch of "
+                f"{batch.shape[0]}; re-export without --static-batch or use batch size {self.fixed_batch}."
+            )
         self.request.infer({0: batch})
         return np.array(self.request.get_output_tensor(0).data, copy=True)
 
