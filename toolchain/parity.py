@@ -49,6 +49,7 @@ class ParityConfig:
     batch_size: int = 32
     photos: int = 200
     record: bool = True  # append the result to the candidate artifact's manifest.parity
+    explain: Any = None  # an explain.agree.ExplainParityConfig: also compare heatmaps (result.explanation)
     part: InitVar[str | None] = None  # deprecated name of `split`
 
     def __post_init__(self, part: str | None) -> None:
@@ -76,6 +77,7 @@ class ParityResult(CompareResult):
     candidate: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     time_s: float = 0.0
+    explanation: Any = None  # explain.agree.ExplanationParity when ParityConfig.explain was set
 
     def __getitem__(self, key: str) -> Any:
         return self.to_dict()[key]
@@ -94,6 +96,8 @@ class ParityResult(CompareResult):
         out["candidate"] = dict(self.candidate)
         out["data"] = dict(self.data)
         out["time_s"] = self.time_s
+        if self.explanation is not None:
+            out["explanation"] = self.explanation.to_dict()
         return out
 
     def message(self) -> str:
@@ -165,6 +169,10 @@ def check_parity(reference: LoadedModel | str, candidate: LoadedModel | str,
         data={k: v for k, v in inputs.description.items() if k != "split"},
         time_s=round(time.perf_counter() - start, 3),
     )
+    if config.explain is not None:
+        from toolchain.explain.agree import explanation_parity
+
+        result.explanation = explanation_parity(reference, candidate, inputs.x, config.explain)
     log.info("parity %s: agreement %.4f, max abs diff %.3g", "passed" if result else "FAILED",
              metrics["agreement"], metrics["max_abs_diff"])
     if config.record:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,14 +31,31 @@ def parity_cmd(
     device: Device = "cpu",
     threads: Threads = None,
     record: bool = typer.Option(True, "--record/--no-record", help="Append the result to the candidate manifest."),
+    explain: bool = typer.Option(False, "--explain", help="Also compare heatmaps: does the candidate look at the "
+                                 "same pixels? (Spearman and top-region IoU per image)"),
+    explain_samples: int = typer.Option(16, "--explain-samples", help="Images for --explain (evenly spaced)."),
+    explain_method: str = typer.Option("occlusion", "--explain-method", help="occlusion (any artifact), or "
+                                       "gradcam / gradcam++ when both models are torch models."),
+    explain_png: Path = typer.Option(None, "--explain-png", help="Write the worst --explain pairs side by side here."),
     json_path: Json = None,
 ) -> None:
     """Check that CANDIDATE answers like REFERENCE on the same real images; exit 3 when it does not."""
     from toolchain.parity import ParityConfig, check_parity
     from toolchain.report.tables import parity_view
 
+    explain_cfg = None
+    if explain:
+        from toolchain.explain.agree import ExplainParityConfig
+
+        explain_cfg = ExplainParityConfig(samples=explain_samples, method=explain_method, backend_ref=backend_ref,
+                                          backend_cand=backend_cand, device=device, threads=threads)
     config = ParityConfig(data=data, max_drop=max_drop, min_agreement=min_agreement, max_abs_diff=max_abs_diff,
                           limit=limit, split=deprecated("--part", "--split", part, split), backend_ref=backend_ref,
-                          backend_cand=backend_cand, device=device, threads=threads, record=record)
+                          backend_cand=backend_cand, device=device, threads=threads, record=record, explain=explain_cfg)
     result = check_parity(reference, candidate, config)
+    if explain_png is not None and result.explanation is not None:
+        from toolchain.explain.figures import pairs_figure
+
+        ex = result.explanation
+        pairs_figure(ex.worst_pairs, ex.reference, ex.candidate, explain_png, ex.method)
     finish(result, parity_view(result), json_path)

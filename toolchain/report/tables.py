@@ -7,6 +7,7 @@ the pipeline's artifact table in pipeline.py.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from toolchain.report.format import fmt_metric
@@ -107,8 +108,31 @@ def parity_view(result: Any) -> View:
     if m["flips_per_class"]:
         flips = ", ".join(f"{escape(name)}: {count}" for name, count in m["flips_per_class"].items())
         view.append(f"top-1 flips by reference class: {flips}")
+    if getattr(result, "explanation", None) is not None:
+        view += explanation_view(result.explanation)
     view.append("[green]PASSED[/green]" if result else "[red]FAILED[/red]: " + escape("; ".join(result.failures)))
     return view
+
+
+def explanation_view(parity: Any) -> View:
+    """Explanation parity: mean and worst Spearman / top-region IoU of the two models' heatmaps."""
+    data = parity.to_dict()
+    table = _table(f"explanation parity ({data['method']}, {data['n']} images, top {data['top_fraction']:.0%} "
+                   "region)", ("measure", "mean", "worst", "worst images"))
+    worst = ", ".join(f"#{i}" for i in data["worst"][:4])
+    table.add_row("Spearman rank correlation", f"{data['spearman_mean']:.3f}", f"{data['spearman_worst']:.3f}", worst)
+    table.add_row("top-region IoU", f"{data['iou_mean']:.3f}", f"{data['iou_worst']:.3f}", "")
+    return [table, "[dim]heatmaps are evidence, not proof (see the report's caveat); 1.0 = same pixels[/dim]"]
+
+
+def explain_view(result: Any) -> View:
+    """Per image: the top-k answer, the class explained and where the overlay PNG went."""
+    table = _table(f"explain {result.model}: {result.method}" + (f" at {result.layer}" if result.layer else ""),
+                   ("image", "top-k", "explained", "overlay"), left=("image", "top-k", "explained", "overlay"))
+    for item in result.items:
+        top = ", ".join(f"{t['label']} {t['confidence']:.3f}" for t in item.top)
+        table.add_row(Path(item.image).name, top, item.target_label, item.overlay or "")
+    return [table]
 
 
 def quantize_view(result: Any) -> View:
