@@ -36,3 +36,11 @@ Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 Threads = Annotated[int | None, typer.Option(
     "--threads", help="Intra-op threads per runner (default: the backend's own).", show_default=False)]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Images per inference batch.")]
+
+# experiment tracking (toolchain.tracking)
+Track = Annotated[str | None, typer.Option(
+    "--track", help="Record the run in an experiment tracker: mlflow (a local mlruns/ store; pip install "
+    "'vtool[track]').", show_default=False)]
+TrackUri = Annotated[str | None, typer.Option(
+    "--track-uri", help="Tracking store URI [default: mlruns/ beside --out, else in the working directory].",
+    show_default=False)]

@@ -9,7 +9,7 @@ import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import console, finish, guarded, parse_int_list, parse_list
-from toolchain.cli.options import Json, Threads
+from toolchain.cli.options import Json, Threads, Track, TrackUri
 
 
 @app.command("pipeline")
@@ -34,6 +34,8 @@ def pipeline_cmd(
     min_agreement: float = typer.Option(0.99, help="Smallest top-1 agreement with the original, on unlabelled "
                                         "data (bundled photos)."),
     force: bool = typer.Option(False, help="Re-run every stage even when its inputs did not change."),
+    track: Track = None,
+    track_uri: TrackUri = None,
     json_path: Json = None,
 ) -> None:
     """Train or load -> export -> quantize -> bench -> parity -> report (HTML + Markdown).
@@ -48,5 +50,9 @@ def pipeline_cmd(
                             stages=parse_list(stages), out=out, epochs=epochs, qat_epochs=qat_epochs,
                             batch_sizes=parse_int_list(batch_size, "--batch-size"), bench_seconds=bench_seconds,
                             threads=threads, max_drop=max_drop, min_agreement=min_agreement, force=force)
-    result = run_pipeline(config, notify=lambda msg: console(stderr=True).print(f"[bold cyan]>[/] {msg}"))
+    from toolchain.tracking import log_pipeline, tracking
+
+    with tracking(track, str(config.run), config.out, track_uri, "pipeline") as tracker:
+        result = run_pipeline(config, notify=lambda msg: console(stderr=True).print(f"[bold cyan]>[/] {msg}"))
+        log_pipeline(tracker, result, config.to_dict())
     finish(result, pipeline_view(result), json_path, out=console(min_width=150))

@@ -9,7 +9,7 @@ import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import deprecated, finish, guarded, load_source, outcome, parse_list
-from toolchain.cli.options import InputSize, Json, NumClasses, Out
+from toolchain.cli.options import InputSize, Json, NumClasses, Out, Track, TrackUri
 
 MODEL_HELP = "fp32 source: checkpoint/run dir, registry name, fp32 ONNX artifact dir or .onnx file."
 DATA_HELP = ("Calibration + held-out data: digits, synthetic, an ImageFolder, a flat folder of images, an .npy "
@@ -67,6 +67,8 @@ def quantize_cmd(
     num_classes: NumClasses = None,
     input_size: InputSize = None,
     out: Out = None,
+    track: Track = None,
+    track_uri: TrackUri = None,
     json_path: Json = None,
 ) -> None:
     """Quantize a model to INT8 (or fp16), check it on held-out data and write an artifact."""
@@ -83,5 +85,11 @@ def quantize_cmd(
         lr=lr, augment=augment, threads=threads, speed=speed, out=out,
     )
     loaded = load_source(model, num_classes=num_classes, input_size=input_size)
-    result = outcome(lambda: quantize(loaded, data, config))
+    from dataclasses import asdict
+
+    from toolchain.tracking import log_quantize, tracking
+
+    with tracking(track, f"quantize-{mode}-{loaded.name}", out, track_uri, "quantize") as tracker:
+        result = outcome(lambda: quantize(loaded, data, config))
+        log_quantize(tracker, result, {"model": model, "data": data, "quantize": asdict(config)})
     finish(result, quantize_view(result), json_path)

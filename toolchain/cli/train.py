@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import console, finish, guarded, overrides, parse_size
-from toolchain.cli.options import InputSize, Json, Model, NumClasses, Overwrite, Pretrained, Threads, Weights
+from toolchain.cli.options import (
+    InputSize,
+    Json,
+    Model,
+    NumClasses,
+    Overwrite,
+    Pretrained,
+    Threads,
+    Track,
+    TrackUri,
+    Weights,
+)
 
 
 @app.command("train")
@@ -43,6 +55,8 @@ def train_cmd(
     num_classes: NumClasses = None,
     input_size: InputSize = None,
     pretrained: Pretrained = None,
+    track: Track = None,
+    track_uri: TrackUri = None,
     json_path: Json = None,
 ) -> None:
     """Train a classifier; writes best.pt (load it with --model RUN_DIR), last.pt, history.json, curves.png.
@@ -61,7 +75,17 @@ def train_cmd(
     given = {k: v for k, v in overrides(TrainConfig, locals()).items() if k not in ("resume", "overwrite")}
     config = resume_config(out, **given) if resume else TrainConfig(**given, overwrite=overwrite)
     data_config = DataConfig(source=data, val_fraction=val_fraction, test_fraction=test_fraction, seed=config.seed)
-    with training_bar(console(stderr=True)) as progress:
-        result = train(model, data_config, config, out, progress, threads=threads, weights=weights,
-                       num_classes=num_classes, input_size=parse_size(input_size), pretrained=pretrained)
+    from toolchain.tracking import epoch_logger, log_train, tracking
+
+    with tracking(track, out.name, out, track_uri, "train") as tracker:
+        with training_bar(console(stderr=True)) as progress:
+            on_epoch = epoch_logger(tracker)
+
+            def callback(p: object) -> None:
+                progress(p)
+                on_epoch(p)
+
+            result = train(model, data_config, config, out, callback, threads=threads, weights=weights,
+                           num_classes=num_classes, input_size=parse_size(input_size), pretrained=pretrained)
+        log_train(tracker, result, {"model": model, "data": asdict(data_config), "train": asdict(config)})
     finish(result, train_view(result), json_path)
