@@ -33,6 +33,8 @@ def pipeline_cmd(
                                    "on labelled data."),
     min_agreement: float = typer.Option(0.99, help="Smallest top-1 agreement with the original, on unlabelled "
                                         "data (bundled photos)."),
+    explain_samples: int = typer.Option(16, "--explain-samples", help="Explanation parity of each INT8 artifact "
+                                        "(occlusion heatmaps vs the original) on N images; 0 = off."),
     force: bool = typer.Option(False, help="Re-run every stage even when its inputs did not change."),
     track: Track = None,
     track_uri: TrackUri = None,
@@ -49,7 +51,8 @@ def pipeline_cmd(
     config = PipelineConfig(model=model, data=data, formats=parse_list(formats), quantize=parse_list(quantize),
                             stages=parse_list(stages), out=out, epochs=epochs, qat_epochs=qat_epochs,
                             batch_sizes=parse_int_list(batch_size, "--batch-size"), bench_seconds=bench_seconds,
-                            threads=threads, max_drop=max_drop, min_agreement=min_agreement, force=force)
+                            threads=threads, max_drop=max_drop, min_agreement=min_agreement, force=force,
+                            explain_samples=explain_samples)
     from toolchain.tracking import log_pipeline, tracking
 
     with tracking(track, str(config.run), config.out, track_uri, "pipeline") as tracker:

@@ -23,6 +23,13 @@ METHODS = (*GRAD_METHODS, "occlusion")
 # what makes a module "the same feature map, post-processed" after the last conv: kept in the target layer
 _SAME_MAP = ("ReLU", "ReLU6", "SiLU", "GELU", "Hardswish", "LeakyReLU", "BatchNorm2d", "BatchNormAct2d", "GroupNorm",
              "Identity", "Dropout", "Dropout2d")
+CAVEAT = (
+    "Heatmaps are evidence, not proof. Grad-CAM can look plausible even for a model with randomized weights "
+    "(Adebayo et al., 2018, 'Sanity Checks for Saliency Maps'), it is only as sharp as the layer it reads "
+    "(a 32x32 input read at an 8x8 feature map gives 4-pixel blocks), and occlusion depends on the window size "
+    "and the grey fill it uses. Explanation parity compares two models with the same method on the same images: "
+    "it tells whether the optimized model's evidence moved, not whether either explanation is right."
+)
 _BLOCK_INPUT_NORMS = ("layernorm_before", "norm1", "ln_1", "ln1")
 
 

@@ -35,6 +35,7 @@ class PipelineConfig:
     max_drop: float = 0.01
     min_agreement: float = 0.99
     seed: int = 0
+    explain_samples: int = 16  # explanation parity of the INT8 artifacts on this many images; 0 = off
     force: bool = False  # re-run every stage even when its inputs did not change
 
     def __post_init__(self) -> None:
@@ -52,6 +53,8 @@ class PipelineConfig:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise UserInputError(f"--batch-size must list numbers >= 1, got {self.batch_sizes}.")
         self.thresholds  # noqa: B018 - validates --max-drop / --min-agreement (compare.Thresholds)
+        if self.explain_samples < 0:
+            raise UserInputError(f"--explain-samples must be >= 0 (0 = off), got {self.explain_samples}.")
         if self.bench_seconds <= 0:
             raise UserInputError(f"--bench-seconds must be > 0, got {self.bench_seconds}.")
         if self.data in ("auto", "none", ""):

@@ -89,6 +89,8 @@ def build_report(record: RunRecord) -> tuple[dict[str, Any], dict[str, str]]:
         "confusion": evaluation.get("files", {}).get("confusion_matrix"),
         "misclassified": evaluation.get("files", {}).get("misclassified"),
     }
+    explanation = [{"artifact": name, **{k: v for k, v in par["explanation"].items() if k != "per_image"}}
+                   for name, par in parity.items() if par.get("explanation")]
     env = bench.get("env", {})
     first = next(iter(parity.values()), {})
     summary: dict[str, Any] = {"artifacts": len(record.artifacts)}
@@ -105,7 +107,7 @@ def build_report(record: RunRecord) -> tuple[dict[str, Any], dict[str, str]]:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "batch_sizes": list(record.batch_sizes), "device": "cpu", "rows": rows, "summary": summary,
         "stages": dict(record.stages), "parity_data": first.get("data", {}).get("source", record.data),
-        "env": dict(_flatten_env(env)),
+        "env": dict(_flatten_env(env)), "explanation": explanation,
     }
     files = {"html": str(out / "report.html"), "markdown": str(out / "report.md"), "json": str(out / "report.json")}
     write_text(files["html"], render_html(report, plots))

@@ -174,6 +174,10 @@ def pipeline_view(result: Any) -> View:
     from toolchain.report.pipeline import rich_table
 
     view: View = [rich_table(result.report)] if result.report else []
+    for row in (result.report or {}).get("explanation", []):
+        view.append(f"explanation parity {row['artifact']} ({row['method']}, {row['n']} images): Spearman mean "
+                    f"{row['spearman_mean']:.3f} worst {row['spearman_worst']:.3f}, top-region IoU mean "
+                    f"{row['iou_mean']:.3f} worst {row['iou_worst']:.3f}")
     view.append("stages: " + ", ".join(f"{n} {s['status']} ({s['seconds']:.1f}s)" for n, s in result.stages.items()))
     view += [f"{kind} report: {path}" for kind, path in result.files.items()]
     return view
