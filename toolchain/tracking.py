@@ -161,7 +161,8 @@ def epoch_logger(tracker: Tracker) -> Any:
 
 def log_train(tracker: Tracker, result: Any, params: dict[str, Any]) -> None:
     tracker.log_params(params)
-    tracker.log_metrics(result.metrics)
+    # the best checkpoint's figures; its val_* would otherwise land in the per-epoch series at step 0
+    tracker.log_metrics({(f"best_{k}" if k.startswith("val_") else k): v for k, v in result.metrics.items()})
     for name in ("history.json", "curves.png", "result.json", "best.pt"):
         tracker.log_artifact(Path(result.out_dir) / name, "run")
 
