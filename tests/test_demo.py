@@ -102,7 +102,7 @@ def test_gradio_page_upload_and_headless_chromium(trained_tiny_cnn, exported_tin
         if chromium is None:
             pytest.skip("headless Chromium is not installed (apt-get install chromium)")
         flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,720",
-                 "--virtual-time-budget=20000"]
+                 "--virtual-time-budget=60000"]
         dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
         text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
         assert re.search(rf"top-1 {example_label} \(", text), text[-2000:]

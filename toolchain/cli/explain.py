@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import finish, guarded, load_source
+from toolchain.cli.common import console, finish, guarded, load_source
 from toolchain.cli.options import Device, InputSize, Json, Model, ModelArg, NumClasses, Pretrained, Runner, Weights
 
 
@@ -45,4 +45,4 @@ def explain_cmd(
     paths = collect_images(image, folder)
     loaded = load_source(model, model_arg, weights, num_classes, input_size, pretrained)
     result = explain(loaded, paths, config)
-    finish(result, explain_view(result), json_path)
+    finish(result, explain_view(result), json_path, out=console(min_width=140))

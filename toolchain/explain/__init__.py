@@ -9,9 +9,11 @@ does an optimized model (INT8, export) still look at the same pixels as the orig
 
 from __future__ import annotations
 
+from toolchain import callable_module
 from toolchain.explain.agree import ExplanationParity, explanation_parity, heatmap_agreement
 from toolchain.explain.core import ExplainConfig, ExplainResult, explain
 from toolchain.explain.methods import CAVEAT, METHODS, find_target_layer
 
 __all__ = ["CAVEAT", "METHODS", "ExplainConfig", "ExplainResult", "ExplanationParity", "explain",
            "explanation_parity", "find_target_layer", "heatmap_agreement"]
+callable_module(__name__, explain)  # `from toolchain import explain; explain(...)` calls the function

@@ -53,7 +53,8 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 def heatmap_agreement(a: np.ndarray, b: np.ndarray, top_fraction: float = 0.2) -> tuple[float, float]:
     """(Spearman rank correlation, IoU of the top `top_fraction` pixels) of two heatmaps of the same shape.
-    Two flat maps agree (1.0, 1.0); one flat map against a structured one scores 0."""
+    A top region keeps only pixels above 5% of the map's range, so a sparse map's tied near-zero pixels never
+    count as evidence. Two flat maps agree (1.0, 1.0); one flat map against a structured one scores 0."""
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
         raise UserInputError(f"heatmaps differ in size: {a.shape} vs {b.shape}.")
@@ -66,7 +67,11 @@ def heatmap_agreement(a: np.ndarray, b: np.ndarray, top_fraction: float = 0.2) -
     top_a, top_b = np.zeros(a.size, bool), np.zeros(b.size, bool)
     top_a[np.argsort(-a, kind="stable")[:k]] = True
     top_b[np.argsort(-b, kind="stable")[:k]] = True
-    iou = float((top_a & top_b).sum() / (top_a | top_b).sum())
+    # a region holds evidence only: pixels tied near the floor (no effect) never decide the overlap
+    top_a &= a > a.min() + 0.05 * np.ptp(a)
+    top_b &= b > b.min() + 0.05 * np.ptp(b)
+    union = (top_a | top_b).sum()
+    iou = float((top_a & top_b).sum() / union) if union else 1.0
     return spearman, iou
 
 
