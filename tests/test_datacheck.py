@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +96,8 @@ def test_train_warns_on_leakage(tmp_path, caplog):
     from toolchain.models import create_model
 
     root = generate_synthetic(tmp_path / "leaky", classes=2, per_class=20, seed=0)
-    for i in range(20):  # half the class is one picture: some copies must land in val/test
-        Image.open(root / "square" / "00020.png").save(root / "square" / f"dup{i}.png")
+    for i in range(20):  # half the class is one file: some copies must land in val/test
+        shutil.copy(root / "square" / "00020.png", root / "square" / f"dup{i}.png")
     _, spec = create_model("tiny-cnn", num_classes=2)
     bundle = load_data(spec, DataConfig(source=str(root)))
     assert split_leaks(bundle.samples, bundle.split)

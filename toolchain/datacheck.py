@@ -278,12 +278,13 @@ def check_data(source: str | Path, config: CheckConfig | None = None) -> CheckRe
 
 
 def split_leaks(samples: Any, split: dict[str, list[int]]) -> list[tuple[str, str]]:
-    """Cheap leakage check for `vtool train`: (held-out image, identical train image) pairs by pixel hash."""
-    from toolchain.preprocess import open_image
+    """Cheap leakage check for `vtool train`: (held-out image, identical train image) pairs. Files are compared
+    by their bytes (no decoding: a copied file), in-memory images by their pixels; `vtool data check` goes
+    further (decoded pixels of files, near duplicates)."""
 
     def sha(index: int) -> str:
         item = samples.items[index]
-        return pixel_hash(open_image(item) if isinstance(item, Path) else item)
+        return hashlib.sha256(item.read_bytes()).hexdigest() if isinstance(item, Path) else pixel_hash(item)
 
     train = {sha(i): i for i in split.get("train", [])}
     leaks = []
@@ -300,7 +301,7 @@ def _name(item: Any, index: int) -> str:
 
 
 def warn_leaks(bundle: Any) -> list[tuple[str, str]]:
-    """`vtool train`'s leakage warning: held-out images that are pixel-for-pixel copies of training images."""
+    """`vtool train`'s leakage warning: held-out images that are exact copies of training images."""
     leaks = split_leaks(bundle.samples, bundle.split)
     if leaks:
         shown = ", ".join(f"{a} = {b}" for a, b in leaks[:3])

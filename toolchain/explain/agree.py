@@ -53,8 +53,9 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 def heatmap_agreement(a: np.ndarray, b: np.ndarray, top_fraction: float = 0.2) -> tuple[float, float]:
     """(Spearman rank correlation, IoU of the top `top_fraction` pixels) of two heatmaps of the same shape.
-    A top region keeps only pixels above 5% of the map's range, so a sparse map's tied near-zero pixels never
-    count as evidence. Two flat maps agree (1.0, 1.0); one flat map against a structured one scores 0."""
+    A top region includes ties at its edge and only pixels above 5% of the map's range, so neither a plateau of
+    equal values nor a sparse map's near-zero floor is split by pixel position. Two flat maps agree (1.0, 1.0);
+    one flat map against a structured one scores 0."""
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
         raise UserInputError(f"heatmaps differ in size: {a.shape} vs {b.shape}.")
@@ -64,12 +65,10 @@ def heatmap_agreement(a: np.ndarray, b: np.ndarray, top_fraction: float = 0.2) -
     ra, rb = _ranks(a), _ranks(b)
     spearman = float(np.corrcoef(ra, rb)[0, 1])
     k = max(1, int(round(top_fraction * a.size)))
-    top_a, top_b = np.zeros(a.size, bool), np.zeros(b.size, bool)
-    top_a[np.argsort(-a, kind="stable")[:k]] = True
-    top_b[np.argsort(-b, kind="stable")[:k]] = True
-    # a region holds evidence only: pixels tied near the floor (no effect) never decide the overlap
-    top_a &= a > a.min() + 0.05 * np.ptp(a)
-    top_b &= b > b.min() + 0.05 * np.ptp(b)
+    # the top region: every pixel at least as strong as the k-th strongest (ties included, so a plateau of equal
+    # values is never split by position), and only evidence: pixels near the map's floor never count
+    top_a = (a >= np.partition(a, -k)[-k]) & (a > a.min() + 0.05 * np.ptp(a))
+    top_b = (b >= np.partition(b, -k)[-k]) & (b > b.min() + 0.05 * np.ptp(b))
     union = (top_a | top_b).sum()
     iou = float((top_a & top_b).sum() / union) if union else 1.0
     return spearman, iou

@@ -159,7 +159,9 @@ def explain(model: LoadedModel | str, images: list[str | Path], config: ExplainC
     if config.out is not None:
         from toolchain.explain.figures import overlay_figure, to_display
 
+        stems = [Path(item.image).stem for item in items]
         for i, item in enumerate(items):
-            dest = config.out / f"{Path(item.image).stem}-{method.replace('+', 'p')}.png"
+            stem = stems[i] if stems.count(stems[i]) == 1 else f"{stems[i]}-{i}"  # a/3.png and b/3.png
+            dest = config.out / f"{stem}-{method.replace('+', 'p')}.png"
             item.overlay = str(overlay_figure(to_display(x[i], model.spec), item, dest))
     return ExplainResult(model.name, method, layer, items)
