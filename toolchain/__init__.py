@@ -31,6 +31,8 @@ _API = {
     "load_model": "toolchain.sources", "LoadedModel": "toolchain.models", "ModelSpec": "toolchain.spec",
     "DataConfig": "toolchain.data", "Thresholds": "toolchain.compare", "CompareResult": "toolchain.compare",
     "get_runner": "toolchain.runners", "VtoolError": "toolchain.errors", "ThresholdError": "toolchain.errors",
+    "explain": "toolchain.explain", "ExplainConfig": "toolchain.explain", "explanation_parity": "toolchain.explain",
+    "check_data": "toolchain.datacheck", "CheckConfig": "toolchain.datacheck",
 }
 __all__ = ["__version__", *_API]
 

@@ -52,6 +52,7 @@ class ParityConfig:
     split_file: str | None = None  # the user's own split of `data` (datasplit.read_split_file)
     test_data: str | None = None  # a holdout folder: the test split
     gate: str = "ci"  # compare.RULES: "ci" (fail only on evidence of a miss) or "observed"
+    explain: Any = None  # an explain.agree.ExplainParityConfig: also compare heatmaps (result.explanation)
     part: InitVar[str | None] = None  # deprecated name of `split`
 
     def __post_init__(self, part: str | None) -> None:
@@ -79,6 +80,7 @@ class ParityResult(CompareResult):
     candidate: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     time_s: float = 0.0
+    explanation: Any = None  # explain.agree.ExplanationParity when ParityConfig.explain was set
 
     def __getitem__(self, key: str) -> Any:
         return self.to_dict()[key]
@@ -98,6 +100,8 @@ class ParityResult(CompareResult):
         out["candidate"] = dict(self.candidate)
         out["data"] = dict(self.data)
         out["time_s"] = self.time_s
+        if self.explanation is not None:
+            out["explanation"] = self.explanation.to_dict()
         return out
 
     def message(self) -> str:
@@ -173,6 +177,10 @@ def check_parity(reference: LoadedModel | str, candidate: LoadedModel | str,
         data={k: v for k, v in inputs.description.items() if k != "split"},
         time_s=round(time.perf_counter() - start, 3),
     )
+    if config.explain is not None:
+        from toolchain.explain.agree import explanation_parity
+
+        result.explanation = explanation_parity(reference, candidate, inputs.x, config.explain)
     log.info("parity %s: agreement %.4f, max abs diff %.3g", "passed" if result else "FAILED",
              metrics["agreement"], metrics["max_abs_diff"])
     if config.record:

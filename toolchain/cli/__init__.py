@@ -20,7 +20,8 @@ app = typer.Typer(
 )
 
 # Each module registers its command on `app` when imported; this order is the order in --help.
-COMMANDS = ("models", "data", "train", "eval", "predict", "export", "parity", "quantize", "bench", "pipeline")
+COMMANDS = ("models", "data", "train", "eval", "predict", "explain", "export", "parity", "quantize", "bench",
+            "pipeline", "demo")
 
 
 def _version(value: bool) -> None:

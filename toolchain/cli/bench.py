@@ -10,7 +10,7 @@ import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import console, finish, guarded, parse_int_list, parse_list, status_console, write_json
-from toolchain.cli.options import Json, Threads, model_options, output_options
+from toolchain.cli.options import Json, Threads, Track, TrackUri, model_options, output_options
 from toolchain.models.config import ModelOptions
 
 SCHEMAS = {"bench": "vtool.bench/1", "compare": "vtool.bench-compare/1", "preprocess": "vtool.bench-preprocess/1"}
@@ -84,6 +84,8 @@ def bench_cmd(
                                               "exit 3 on a regression.", show_default=False),
     max_regression: float = typer.Option(0.1, "--max-regression", help="With --compare: allowed p50 slowdown."),
     preprocess: bool = typer.Option(False, "--preprocess", help="Measure image preprocessing throughput instead."),
+    track: Track = None,
+    track_uri: TrackUri = None,
     options: ModelOptions | None = None,
 ) -> None:
     """Benchmark latency and throughput of models on every runner, batch size and concurrency level.
@@ -106,12 +108,16 @@ def bench_cmd(
         warmup=WarmupPolicy(min_iterations=warmup_iterations, min_s=warmup, max_s=max(10.0, warmup)),
         inputs=inputs, data=data,
     )
+    from toolchain.tracking import log_bench, tracking
+
     loaded = [load_model(m, options=options_for(m, options), data=data) for m in (models or default_models())]
     err = status_console()
-    with err.status("benchmarking...") as status:
-        result = benchmark(loaded, config, progress=lambda m: status.update(f"measuring {m}"))
-    data_out = result.to_dict()
-    console().print(bench_table(data_out))
-    for line in bench_footnotes(data_out, warnings=False):  # warnings were logged already
-        err.print(line)
-    _write(data_out, json_out, markdown, plot)
+    with tracking(track, "bench", json_out, track_uri, "bench") as tracker:
+        with err.status("benchmarking...") as status:
+            result = benchmark(loaded, config, progress=lambda m: status.update(f"measuring {m}"))
+        data_out = result.to_dict()
+        console().print(bench_table(data_out))
+        for line in bench_footnotes(data_out, warnings=False):  # warnings were logged already
+            err.print(line)
+        _write(data_out, json_out, markdown, plot)
+        log_bench(tracker, data_out, json_out)

@@ -1,4 +1,4 @@
-"""vtool data generate: the seeded synthetic shapes set as an ImageFolder."""
+"""vtool data check (duplicates, leakage, balance, odd files) and vtool data generate (the synthetic set)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from pathlib import Path
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import guarded, status_console
-from toolchain.cli.options import output_options
+from toolchain.cli.common import finish, guarded, schema_id, status_console
+from toolchain.cli.options import Json, output_options
 
-data_app = typer.Typer(help="Data utilities (generate the synthetic ImageFolder set).", no_args_is_help=True)
+data_app = typer.Typer(help="Data utilities: check a dataset's hygiene, generate the synthetic set.",
+                       no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
@@ -32,3 +33,27 @@ def data_generate(
     DataConfig(source="synthetic", synthetic_classes=classes, synthetic_per_class=per_class)  # validates the counts
     root = generate_synthetic(dest, classes, per_class, size, seed, overwrite=overwrite)
     status_console().print(f"wrote {classes * per_class} images in {classes} class folders under {root}")
+
+
+@data_app.command("check")
+@guarded
+@output_options
+def data_check(
+    source: str = typer.Argument(..., help="An ImageFolder dir (or one with train/ val/ test/ folders), digits or "
+                                 "synthetic."),
+    near: int = typer.Option(5, "--near", help="Near duplicate: dHash and pHash both within N of 64 bits."),
+    min_side: int = typer.Option(16, "--min-side", help="Flag images smaller than this (pixels)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of vtool's split (folders without train/val/test)."),
+    png: Path = typer.Option(None, "--png", help="Write class balance and size plots to this PNG."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 3 on a duplicate across splits or an unreadable file."),
+    json_path: Json = None,
+) -> None:
+    """Exact and near duplicates within and across splits, class balance, corrupt/odd files, sizes and modes."""
+    from toolchain.datacheck import CheckConfig, check_data
+    from toolchain.report.datacheck import check_plot, check_view
+
+    config = CheckConfig(near=near, min_side=min_side, seed=seed, strict=strict)
+    result = check_data(source, config)
+    if png is not None:
+        check_plot(result, png)
+    finish(result, check_view(result, config.max_listed), json_path, schema=schema_id("data-check"))

@@ -134,3 +134,10 @@ def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
         return {}
 
     return _inject(func, {"quiet": (Quiet, False)}, collect)
+# experiment tracking (toolchain.tracking)
+Track = Annotated[str | None, typer.Option(
+    "--track", help="Record the run in an experiment tracker: mlflow (a local mlruns/ store; pip install "
+    "'vtool[track]').", show_default=False)]
+TrackUri = Annotated[str | None, typer.Option(
+    "--track-uri", help="Tracking store URI [default: mlruns/ beside --out, else in the working directory].",
+    show_default=False)]

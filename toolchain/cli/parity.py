@@ -56,6 +56,12 @@ def parity_cmd(
     device: Device = "cpu",
     threads: Threads = None,
     record: bool = typer.Option(True, "--record/--no-record", help="Append the result to the candidate manifest."),
+    explain: bool = typer.Option(False, "--explain", help="Also compare heatmaps: does the candidate look at the "
+                                 "same pixels? (Spearman and top-region IoU per image)"),
+    explain_samples: int = typer.Option(16, "--explain-samples", help="Images for --explain (evenly spaced)."),
+    explain_method: str = typer.Option("occlusion", "--explain-method", help="occlusion (any artifact), or "
+                                       "gradcam / gradcam++ when both models are torch models."),
+    explain_png: Path = typer.Option(None, "--explain-png", help="Write the worst --explain pairs side by side here."),
     json_path: Json = None,
     options: ModelOptions | None = None,
 ) -> None:
@@ -69,12 +75,18 @@ def parity_cmd(
     from toolchain.report.tables import parity_view
     from toolchain.sources import load_model
 
+    explain_cfg = None
+    if explain:
+        from toolchain.explain.agree import ExplainParityConfig
+
+        explain_cfg = ExplainParityConfig(samples=explain_samples, method=explain_method, backend_ref=backend_ref,
+                                          backend_cand=backend_cand, device=device, threads=threads)
     split = deprecated("--part", "--split", part, split) or ("test" if test_data else "val")
     config = ParityConfig(data=data, max_drop=max_drop, min_agreement=min_agreement, max_abs_diff=max_abs_diff,
                           limit=limit, split=split, backend_ref=backend_ref, backend_cand=backend_cand,
                           device=device, threads=threads, record=record, gate=gate,
                           split_file=str(split_file) if split_file else None,
-                          test_data=str(test_data) if test_data else None)
+                          test_data=str(test_data) if test_data else None, explain=explain_cfg)
     options = options or ModelOptions()
     names_from = data or (str(test_data) if test_data else None)
     ref = load_model(reference, options=options, data=names_from)
@@ -83,4 +95,9 @@ def parity_cmd(
                            input_size=None, class_names=None, config=None)
     cand = load_model(candidate, options=cand_options, data=names_from, like=ref.spec)
     result = check_parity(ref, cand, config)
+    if explain_png is not None and result.explanation is not None:
+        from toolchain.explain.figures import pairs_figure
+
+        ex = result.explanation
+        pairs_figure(ex.worst_pairs, ex.reference, ex.candidate, explain_png, ex.method)
     finish(result, parity_view(result), json_path, schema=schema_id("parity"))

@@ -9,7 +9,17 @@ import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import finish, guarded, parse_int_list, parse_list, schema_id, status_console
-from toolchain.cli.options import Gate, Json, SplitFile, TestData, Threads, model_options, output_options
+from toolchain.cli.options import (
+    Gate,
+    Json,
+    SplitFile,
+    TestData,
+    Threads,
+    Track,
+    TrackUri,
+    model_options,
+    output_options,
+)
 from toolchain.models.config import ModelOptions
 
 
@@ -41,8 +51,12 @@ def pipeline_cmd(
     min_agreement: float = typer.Option(0.99, help="Smallest top-1 agreement with the original, on unlabelled "
                                         "data (bundled photos)."),
     gate: Gate = "ci",
+    explain_samples: int = typer.Option(16, "--explain-samples", help="Explanation parity of each INT8 artifact "
+                                        "(occlusion heatmaps vs the original) on N images; 0 = off."),
     force: bool = typer.Option(False, help="Re-run every stage even when its inputs did not change."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into an --out that holds other files."),
+    track: Track = None,
+    track_uri: TrackUri = None,
     json_path: Json = None,
     options: ModelOptions | None = None,
 ) -> None:
@@ -62,6 +76,10 @@ def pipeline_cmd(
                             batch_sizes=parse_int_list(batch_size, "--batch-size"), bench_seconds=bench_seconds,
                             threads=threads, max_drop=max_drop, min_agreement=min_agreement, force=force,
                             overwrite=overwrite, options=options or ModelOptions(), split_file=split_file,
-                            test_data=test_data, gate=gate)
-    result = run_pipeline(config, notify=lambda msg: status_console().print(f"[bold cyan]>[/] {msg}"))
+                            test_data=test_data, gate=gate, explain_samples=explain_samples)
+    from toolchain.tracking import log_pipeline, tracking
+
+    with tracking(track, str(config.run), config.out, track_uri, "pipeline") as tracker:
+        result = run_pipeline(config, notify=lambda msg: status_console().print(f"[bold cyan]>[/] {msg}"))
+        log_pipeline(tracker, result, config.to_dict())
     finish(result, pipeline_view(result), json_path, schema=schema_id("pipeline"))

@@ -9,7 +9,7 @@ import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import deprecated, finish, guarded, load_source, outcome, parse_list, schema_id
-from toolchain.cli.options import Json, Out, Overwrite, model_options, output_options
+from toolchain.cli.options import Json, Out, Overwrite, Track, TrackUri, model_options, output_options
 from toolchain.models.config import ModelOptions
 
 MODEL_HELP = "fp32 source: checkpoint/run dir, registry name, fp32 ONNX artifact dir or .onnx file."
@@ -73,6 +73,8 @@ def quantize_cmd(
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure a quick speed ratio vs fp32."),
     out: Out = None,
     overwrite: Overwrite = False,
+    track: Track = None,
+    track_uri: TrackUri = None,
     json_path: Json = None,
     options: ModelOptions | None = None,
 ) -> None:
@@ -91,5 +93,11 @@ def quantize_cmd(
         lr=lr, augment=augment, threads=threads, speed=speed, out=out, overwrite=overwrite,
     )
     loaded = load_source(model, options=options, data=data)
-    result = outcome(lambda: quantize(loaded, data, config))
+    from dataclasses import asdict
+
+    from toolchain.tracking import log_quantize, tracking
+
+    with tracking(track, f"quantize-{mode}-{loaded.name}", out, track_uri, "quantize") as tracker:
+        result = outcome(lambda: quantize(loaded, data, config))
+        log_quantize(tracker, result, {"model": model, "data": data, "quantize": asdict(config)})
     finish(result, quantize_view(result), json_path, schema=schema_id("quantize"))

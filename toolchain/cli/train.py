@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import finish, guarded, overrides, schema_id, status_console
-from toolchain.cli.options import Json, Model, Overwrite, SplitFile, TestData, Threads, model_options, output_options
+from toolchain.cli.options import (
+    Json,
+    Model,
+    Overwrite,
+    SplitFile,
+    TestData,
+    Threads,
+    Track,
+    TrackUri,
+    model_options,
+    output_options,
+)
 from toolchain.models.config import ModelOptions
 
 
@@ -44,6 +56,8 @@ def train_cmd(
     test_data: TestData = None,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     overwrite: Overwrite = False,
+    track: Track = None,
+    track_uri: TrackUri = None,
     json_path: Json = None,
     options: ModelOptions | None = None,
 ) -> None:
@@ -64,6 +78,16 @@ def train_cmd(
     config = resume_config(out, **given) if resume else TrainConfig(**given, overwrite=overwrite)
     data_config = DataConfig(source=data, val_fraction=val_fraction, test_fraction=test_fraction, seed=config.seed,
                              split_file=split_file, test_data=test_data)
-    with training_bar(status_console()) as progress:
-        result = train(model, data_config, config, out, progress, threads=threads, options=options)
+    from toolchain.tracking import epoch_logger, log_train, tracking
+
+    with tracking(track, out.name, out, track_uri, "train") as tracker:
+        with training_bar(status_console()) as progress:
+            on_epoch = epoch_logger(tracker)
+
+            def callback(p: object) -> None:
+                progress(p)
+                on_epoch(p)
+
+            result = train(model, data_config, config, out, callback, threads=threads, options=options)
+        log_train(tracker, result, {"model": model, "data": asdict(data_config), "train": asdict(config)})
     finish(result, train_view(result), json_path, schema=schema_id("train"))

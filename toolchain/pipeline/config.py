@@ -58,6 +58,7 @@ class PipelineConfig:
     max_drop: float = 0.01
     min_agreement: float = 0.99
     seed: int = 0
+    explain_samples: int = 16  # explanation parity of the INT8 artifacts on this many images; 0 = off
     force: bool = False  # re-run every stage even when its inputs did not change
     overwrite: bool = False  # write into an --out that holds other files (its stage folders are replaced)
     options: ModelOptions = field(default_factory=ModelOptions)  # --weights, --config, --mean, --labels...
@@ -87,6 +88,8 @@ class PipelineConfig:
         self.thresholds  # noqa: B018 - validates --max-drop / --min-agreement (compare.Thresholds)
         if self.threads is not None and self.threads < 1:
             raise UserInputError(f"--threads must be >= 1, got {self.threads}.")
+        if self.explain_samples < 0:
+            raise UserInputError(f"--explain-samples must be >= 0 (0 = off), got {self.explain_samples}.")
         if self.bench_seconds <= 0:
             raise UserInputError(f"--bench-seconds must be > 0, got {self.bench_seconds}.")
         if isinstance(self.options, dict):

@@ -55,15 +55,26 @@ def bench_all(reference: LoadedModel, artifacts: dict[str, Path], config: Pipeli
 def parity_all(reference: LoadedModel, artifacts: dict[str, Path], config: PipelineConfig,
                out: Path) -> dict[str, Any]:
     """Parity of every artifact against the reference on the held-out test split (or photo crops)."""
+    from toolchain.explain.agree import ExplainParityConfig
+    from toolchain.explain.figures import pairs_figure
     from toolchain.parity import ParityConfig, check_parity
 
     part = "test" if config.data else "val"
     results: dict[str, Any] = {}
     for name, path in artifacts.items():
         candidate = load_model(str(path))
+        explain = None  # explanation parity: INT8 artifacts only (fp32 exports compute the same function)
+        if config.explain_samples and name.startswith("int8-"):
+            explain = ExplainParityConfig(samples=config.explain_samples, threads=config.threads)
         parity_cfg = ParityConfig(data=config.data, split=part, max_drop=config.max_drop,
-                                  min_agreement=config.min_agreement, threads=config.threads, gate=config.gate)
-        results[name] = check_parity(reference, candidate, parity_cfg).to_dict()
+                                  min_agreement=config.min_agreement, threads=config.threads, gate=config.gate,
+                                  explain=explain)
+        result = check_parity(reference, candidate, parity_cfg)
+        results[name] = result.to_dict()
+        if result.explanation is not None:
+            ex = result.explanation
+            figure = pairs_figure(ex.worst_pairs, "original", name, out / f"explain-{name}.png", ex.method)
+            results[name]["explanation"]["figure"] = str(figure)
         log.info("parity %s: agreement %.4f, passed %s", name, results[name]["agreement"], results[name]["passed"])
     json_path = out / "parity.json"
     write_result(json_path, results)

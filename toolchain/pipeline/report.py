@@ -111,6 +111,8 @@ def build_report(record: RunRecord) -> tuple[dict[str, Any], dict[str, str]]:
         "confusion": evaluation.get("files", {}).get("confusion_matrix"),
         "misclassified": evaluation.get("files", {}).get("misclassified"),
     }
+    explanation = [{"artifact": name, **{k: v for k, v in par["explanation"].items() if k != "per_image"}}
+                   for name, par in parity.items() if par.get("explanation")]
     env = bench.get("env", {})
     first = next(iter(parity.values()), {})
     summary: dict[str, Any] = {"artifacts": len(record.artifacts)}
@@ -130,7 +132,7 @@ def build_report(record: RunRecord) -> tuple[dict[str, Any], dict[str, str]]:
         "batch_sizes": list(record.batch_sizes), "device": "cpu", "rows": rows, "summary": summary,
         "stages": dict(record.stages), "parity_data": first.get("data", {}).get("source", record.data),
         "env": dict(_flatten_env(env)), "classes": list(record.classes), "gate": record.gate,
-        "split": dict(record.split), "parity": parity_details(parity),
+        "split": dict(record.split), "parity": parity_details(parity), "explanation": explanation,
         "failures": [{"stage": name, "error": f.get("error", "")} for name, f in record.failures.items()],
     }
     files = {"html": str(out / "report.html"), "markdown": str(out / "report.md"), "json": str(out / "report.json")}

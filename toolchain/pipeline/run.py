@@ -273,7 +273,8 @@ class Pipeline:
         from toolchain.pipeline.measure import parity_all
 
         key = {**self.source_key(), "artifacts": self.artifact_keys(), "max_drop": self.config.max_drop,
-               "min_agreement": self.config.min_agreement, "gate": self.config.gate}
+               "min_agreement": self.config.min_agreement, "gate": self.config.gate,
+               "explain_samples": self.config.explain_samples}
         self.stage("parity", key, lambda: parity_all(self.reference, self.artifacts, self.config, self.out),
                    lambda o: Path(o["json"]).is_file())
 

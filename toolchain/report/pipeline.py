@@ -74,6 +74,28 @@ def _kv_table(data: dict[str, Any]) -> str:
     return f"<table class='kv'>{rows}</table>"
 
 
+EXPLAIN_COLUMNS = [("artifact", "artifact"), ("method", "method"), ("n", "images"), ("spearman_mean", "Spearman mean"),
+                   ("spearman_worst", "Spearman worst"), ("iou_mean", "top-region IoU mean"),
+                   ("iou_worst", "IoU worst")]
+
+
+def _explanation_html(rows: list[dict[str, Any]]) -> str:
+    """Explanation parity: the table, the worst pairs of each INT8 artifact side by side, and the caveat."""
+    if not rows:
+        return ""
+    from toolchain.explain.methods import CAVEAT
+
+    figures = "".join(_img(row.get("figure"), f"{row['artifact']}: worst pairs (image | original | {row['artifact']})")
+                      for row in rows)
+    return f"""<h2>Explanation parity</h2>
+<p class="sub">Does the INT8 model still look at the same pixels? Occlusion heatmaps of the original and each INT8
+artifact on the same held-out images, explaining the original's top-1 class: Spearman rank correlation of the two maps
+and IoU of their top {rows[0].get('top_fraction', 0.2):.0%} regions (1.0 = identical), mean and worst image.</p>
+{_html_table(rows, EXPLAIN_COLUMNS)}
+<div class="grid">{figures}</div>
+<p class="caveat"><b>Caveat.</b> {html.escape(CAVEAT)}</p>"""
+
+
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1b1f24;
 background:#fff;padding:0 1rem}
@@ -90,6 +112,7 @@ figure{margin:0}img{max-width:100%;border:1px solid #eaeef2}figcaption{color:#57
 .card b{display:block;font-size:1.4rem}.missing{color:#8c959f;font-style:italic}
 .failures{border:2px solid #cf222e;border-radius:8px;padding:.5rem 1rem;background:#fff5f5}
 .failures li{color:#cf222e}.note{color:#9a6700}
+.caveat{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:.6rem .8rem;font-size:.88rem}
 """
 
 
@@ -153,6 +176,7 @@ measured in one run; speedup is throughput against the first row at the largest 
 with the original model on held-out real images ({html.escape(str(report.get('parity_data', '')))}).</p>
 <div class="grid">{_img(plots.get('latency_accuracy'), 'Latency (batch 1) vs accuracy')}
 {_img(plots.get('throughput'), 'Throughput at batch 32')}</div>
+{_explanation_html(report.get('explanation', []))}
 <h2>Training</h2>
 <div class="grid">{_img(plots.get('curves'), 'Training and validation loss / accuracy')}
 {_img(plots.get('confusion'), 'Confusion matrix (test split)')}</div>
@@ -186,6 +210,11 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str | Path | None],
         if path and Path(path).is_file():
             shown = Path(path).relative_to(out_dir) if Path(path).is_relative_to(out_dir) else path
             lines.append(f"![{key}]({shown})")
+    if report.get("explanation"):
+        from toolchain.explain.methods import CAVEAT
+
+        lines += ["", "## Explanation parity", "", markdown_rows(report["explanation"], EXPLAIN_COLUMNS), "",
+                  f"> Caveat: {CAVEAT}"]
     lines += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---|"]
     stages = report.get("stages", {})
     lines += [f"| {n} | {i.get('status', '')} | {i.get('seconds', 0):.1f} |" for n, i in stages.items()]

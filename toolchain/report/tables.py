@@ -7,6 +7,7 @@ the pipeline's artifact table in pipeline.py.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from toolchain.report.format import fmt_metric
@@ -134,11 +135,34 @@ def parity_view(result: Any) -> View:
     notes = result.notes
     view += [escape(note) for note in notes]
     view.append(escape(limits.statement))
+    if getattr(result, "explanation", None) is not None:
+        view += explanation_view(result.explanation)
     if result:
         view.append("[green]PASSED[/green]" + (" [yellow](inconclusive)[/yellow]" if notes else ""))
     else:
         view.append("[red]FAILED[/red]: " + escape("; ".join(result.failures)))
     return view
+
+
+def explanation_view(parity: Any) -> View:
+    """Explanation parity: mean and worst Spearman / top-region IoU of the two models' heatmaps."""
+    data = parity.to_dict()
+    table = _table(f"explanation parity ({data['method']}, {data['n']} images, top {data['top_fraction']:.0%} "
+                   "region)", ("measure", "mean", "worst", "worst images"))
+    worst = ", ".join(f"#{i}" for i in data["worst"][:4])
+    table.add_row("Spearman rank correlation", f"{data['spearman_mean']:.3f}", f"{data['spearman_worst']:.3f}", worst)
+    table.add_row("top-region IoU", f"{data['iou_mean']:.3f}", f"{data['iou_worst']:.3f}", "")
+    return [table, "[dim]heatmaps are evidence, not proof (see the report's caveat); 1.0 = same pixels[/dim]"]
+
+
+def explain_view(result: Any) -> View:
+    """Per image: the top-k answer, the class explained and where the overlay PNG went."""
+    table = _table(f"explain {result.model}: {result.method}" + (f" at {result.layer}" if result.layer else ""),
+                   ("image", "top-k", "explained", "overlay"), left=("image", "top-k", "explained", "overlay"))
+    for item in result.items:
+        top = ", ".join(f"{t['label']} {t['confidence']:.3f}" for t in item.top)
+        table.add_row(Path(item.image).name, top, item.target_label, item.overlay or "")
+    return [table]
 
 
 def quantize_view(result: Any) -> View:
@@ -188,6 +212,10 @@ def pipeline_view(result: Any) -> View:
     from toolchain.report.pipeline import failure_lines, note_lines, rich_table
 
     view: View = [rich_table(result.report)] if result.report else []
+    for row in (result.report or {}).get("explanation", []):
+        view.append(f"explanation parity {row['artifact']} ({row['method']}, {row['n']} images): Spearman mean "
+                    f"{row['spearman_mean']:.3f} worst {row['spearman_worst']:.3f}, top-region IoU mean "
+                    f"{row['iou_mean']:.3f} worst {row['iou_worst']:.3f}")
     view.append("stages: " + ", ".join(f"{n} {s['status']} ({s['seconds']:.1f}s)" for n, s in result.stages.items()))
     report = result.report or {"failures": [{"stage": n, "error": f["error"]} for n, f in result.failures.items()]}
     view += [f"[red]FAILED[/red] {escape(line)}" for line in failure_lines(report)]

@@ -81,6 +81,9 @@ def train(
                                                                                seed=config.seed)
             loaded, bundle = prepare_training(source, data_config, config, out_dir, **model_options)
         sizes = {k: len(v) for k, v in bundle.split.items()}
+        from toolchain.datacheck import warn_leaks
+
+        warn_leaks(bundle)  # cheap: exact pixel hashes only (vtool data check also finds near duplicates)
         log.info("training %s on %s (%d train / %d val / %d test, %d classes, input %dx%d)",
                  loaded.spec.architecture, bundle.samples.source, sizes.get("train", 0), sizes.get("val", 0),
                  sizes.get("test", 0), bundle.num_classes, *loaded.spec.input_size)
