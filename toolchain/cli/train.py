@@ -8,12 +8,14 @@ import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import console, finish, guarded, overrides, parse_size
+from toolchain.cli.launcher import Nproc, launch_if_asked
 from toolchain.cli.options import InputSize, Json, Model, NumClasses, Overwrite, Pretrained, Threads, Weights
 
 
 @app.command("train")
 @guarded
 def train_cmd(
+    ctx: typer.Context,
     model: Model = None,
     data: str = typer.Option("digits", "--data", "-d", help="digits, synthetic, cifar10 or an ImageFolder dir."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (best.pt, last.pt, history.json, curves.png)."),
@@ -38,6 +40,11 @@ def train_cmd(
     val_fraction: float = typer.Option(0.15, help="Share of each class held out for validation."),
     test_fraction: float = typer.Option(0.15, help="Share of each class held out for the final test."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
+    nproc: Nproc = None,
+    workers: int = typer.Option(None, "--workers", help="DataLoader processes decoding images when a split is too "
+                                                        "large to cache in memory; 0: the trainer (default: 0)."),
+    sync_bn: bool = typer.Option(None, "--sync-bn/--no-sync-bn",
+                                 help="With --nproc on CUDA GPUs: BatchNorm statistics over all processes' images."),
     overwrite: Overwrite = False,
     weights: Weights = None,
     num_classes: NumClasses = None,
@@ -52,6 +59,8 @@ def train_cmd(
     --model vit-tiny --epochs 40 --lr 1e-3 --warmup-epochs 3 --weight-decay 0.05 --label-smoothing 0.1
     --grad-clip 1.0 --batch-size 32 (0.974). Pretrained EfficientNet-Lite0 as a frozen feature extractor:
     --model efficientnet-lite0 --freeze-backbone --input-size 96 --epochs 5 --lr 5e-3 (0.915).
+
+    --nproc N trains data-parallel in N processes (DDP; --batch-size stays the global batch); rank 0 writes the run.
     """
     from toolchain.data import DataConfig
     from toolchain.report.progress import training_bar
@@ -61,7 +70,25 @@ def train_cmd(
     given = {k: v for k, v in overrides(TrainConfig, locals()).items() if k not in ("resume", "overwrite")}
     config = resume_config(out, **given) if resume else TrainConfig(**given, overwrite=overwrite)
     data_config = DataConfig(source=data, val_fraction=val_fraction, test_fraction=test_fraction, seed=config.seed)
+    if launch_if_asked(ctx, nproc, config.device, threads, lambda _: last_good_checkpoint(out, nproc)):
+        return
     with training_bar(console(stderr=True)) as progress:
         result = train(model, data_config, config, out, progress, threads=threads, weights=weights,
                        num_classes=num_classes, input_size=parse_size(input_size), pretrained=pretrained)
     finish(result, train_view(result), json_path)
+
+
+def last_good_checkpoint(out: Path, nproc: int | None) -> str:
+    """Where a failed distributed run can go on from (the last epoch rank 0 finished writing)."""
+    from toolchain.errors import VtoolError
+    from toolchain.models.checkpoint import read_checkpoint
+    from toolchain.train import LAST_NAME
+
+    last = out / LAST_NAME
+    if not last.is_file():
+        return "No checkpoint was written."
+    try:
+        epoch = read_checkpoint(last).get("epoch", "?")
+    except VtoolError:
+        return f"'{last}' is unreadable."
+    return f"Last good checkpoint: {last} (epoch {epoch}); continue: vtool train --resume --out {out} --nproc {nproc}"

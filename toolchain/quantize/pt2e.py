@@ -18,6 +18,7 @@ import numpy as np
 
 from toolchain.errors import ExportError, first_line
 from toolchain.spec import ModelSpec
+from toolchain.train import distributed as ddp
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ def qat(module: Any, spec: ModelSpec, bundle: Any, epochs: int, lr: float, reduc
         prepared = prepare_qat_pt2e(graph, x86_quantizer(True, reduce_range))
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"torchao could not prepare {spec.architecture} for QAT: {str(exc)[:200]}") from None
+    net, dist = ddp.qat_wrap(prepared)  # DDP inside torchrun (`vtool quantize --mode qat --nproc N`), else as is
     optimizer = torch.optim.Adam(prepared.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
     freeze_bn_epoch = math.floor(epochs * freeze_bn_after)
@@ -126,9 +128,9 @@ def qat(module: Any, spec: ModelSpec, bundle: Any, epochs: int, lr: float, reduc
         if bn_frozen:
             _freeze_batchnorm(prepared)
         total, correct, loss_sum = 0, 0, 0.0
-        for x, y in bundle.loader("train", batch_size=batch_size, shuffle=True, augment=augment, seed=seed + epoch):
+        for x, y in ddp.qat_batches(bundle, batch_size, seed, epoch, augment, dist):
             optimizer.zero_grad()
-            out = prepared(x)
+            out = net(x)
             loss = torch.nn.functional.cross_entropy(out, y)
             loss.backward()
             optimizer.step()
@@ -136,11 +138,13 @@ def qat(module: Any, spec: ModelSpec, bundle: Any, epochs: int, lr: float, reduc
             correct += int((out.argmax(1) == y).sum())
             total += len(y)
         scheduler.step()
+        loss_sum, correct, total = dist.all_reduce_sum([loss_sum, correct, total])
         history.append({"epoch": epoch + 1, "loss": loss_sum / max(total, 1), "train_acc": correct / max(total, 1),
                         "observers": epoch < observer_off_epoch, "bn_frozen": bn_frozen})
         log.info("QAT epoch %d/%d: loss %.4f, train acc %.4f%s%s", epoch + 1, epochs, history[-1]["loss"],
                  history[-1]["train_acc"], ", BN frozen" if bn_frozen else "",
                  ", observers off" if epoch >= observer_off_epoch else "")
+    ddp.qat_finish(dist)  # only rank 0 goes on to convert, export and write
     move_exported_model_to_eval(prepared)
     return convert_pt2e(prepared), history
 
