@@ -14,12 +14,13 @@ import time
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
-import numpy as np
-
 from toolchain.artifact import MANIFEST, Manifest, is_artifact_dir, save_manifest
 from toolchain.compare import CompareResult, Thresholds
+from toolchain.distributed.config import rank_threads
+from toolchain.distributed.runtime import Dist, current
+from toolchain.distributed.shard import Batches, array_batches, bundle_batches, infer_shards
 from toolchain.errors import ArtifactError, UserInputError, renamed_field
-from toolchain.inputs import evaluation_inputs
+from toolchain.inputs import evaluation_inputs, resolve_bundle
 from toolchain.metrics import compare_logits
 from toolchain.models import LoadedModel
 from toolchain.report import jsonable
@@ -48,6 +49,7 @@ class ParityConfig:
     threads: int | None = None
     batch_size: int = 32
     photos: int = 200
+    workers: int = 0  # DataLoader processes decoding images (0: this process)
     record: bool = True  # append the result to the candidate artifact's manifest.parity
     part: InitVar[str | None] = None  # deprecated name of `split`
 
@@ -60,6 +62,8 @@ class ParityConfig:
             raise UserInputError(f"Unknown split '{self.split}': expected one of {', '.join(PARTS)}.")
         if self.batch_size < 1:
             raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}.")
+        if self.workers < 0:
+            raise UserInputError(f"--workers must be >= 0, got {self.workers}.")
         if self.photos < 1:
             raise UserInputError(f"photos must be >= 1, got {self.photos}.")
 
@@ -107,9 +111,20 @@ class ParityResult(CompareResult):
         return f"parity failed for {self.candidate.get('name', 'candidate')}: {'; '.join(self.failures)}{named}."
 
 
-def _logits(model: LoadedModel, backend: str, x: np.ndarray, config: ParityConfig) -> tuple[np.ndarray, str]:
-    with get_runner(backend, model, device=config.device, threads=config.threads) as runner:
-        return runner.infer_batched(x, config.batch_size), runner.name
+def _inputs(reference: LoadedModel, config: ParityConfig, dist: Dist) -> tuple[Batches, int, dict[str, Any]]:
+    """This rank's batches of real images (a data split streamed from disk, or the bundled photo crops), how many
+    batches all ranks run together, and what the images are."""
+    bundle = resolve_bundle(reference, config.data, reference.spec)
+    if bundle is not None:
+        indices = bundle.subset(config.split, config.limit)
+        if not indices:
+            raise UserInputError(f"The '{config.split}' split of {bundle.samples.source} is empty.")
+        batches, total = bundle_batches(bundle, indices, config.batch_size, dist, config.workers)
+        return batches, total, {**bundle.describe(), "part": config.split, "n": len(indices)}
+    inputs = evaluation_inputs(reference, config.data, part=config.split, limit=config.limit,
+                               photos=config.photos, spec=reference.spec)
+    batches, total = array_batches(inputs.x, inputs.labels, config.batch_size, dist)
+    return batches, total, inputs.description
 
 
 def _check_compatible(reference: LoadedModel, candidate: LoadedModel) -> None:
@@ -151,25 +166,34 @@ def check_parity(reference: LoadedModel | str, candidate: LoadedModel | str,
     reference, candidate = as_loaded(reference), as_loaded(candidate)
     start = time.perf_counter()
     _check_compatible(reference, candidate)
-    inputs = evaluation_inputs(reference, config.data, part=config.split, limit=config.limit,
-                               photos=config.photos, spec=reference.spec)
-    log.info("parity: %s vs %s on %d images", reference.name, candidate.name, len(inputs.x))
-    ref_logits, ref_runner = _logits(reference, config.backend_ref, inputs.x, config)
-    cand_logits, cand_runner = _logits(candidate, config.backend_cand, inputs.x, config)
-    metrics = compare_logits(ref_logits, cand_logits, inputs.labels, reference.spec.labels)
+    dist = current(config.device)
+    threads = config.threads or (rank_threads() if dist.distributed else None)
+    with dist.guard():
+        batches, total, description = _inputs(reference, config, dist)
+        log.info("parity: %s vs %s on %d images%s", reference.name, candidate.name, description["n"],
+                 f" ({dist.world_size} processes)" if dist.distributed else "")
+        with get_runner(config.backend_ref, reference, device=config.device, threads=threads) as ref_runner, \
+                get_runner(config.backend_cand, candidate, device=config.device, threads=threads) as cand_runner:
+            gathered = infer_shards([ref_runner, cand_runner], batches, total, dist, reference.spec.num_classes)
+            ref_name, cand_name = ref_runner.name, cand_runner.name
+        if gathered is None:  # a torchrun worker other than rank 0: rank 0 compares and records
+            return dist.broadcast(None)
+    (ref_logits, cand_logits), labels = gathered
+    metrics = compare_logits(ref_logits, cand_logits, labels, reference.spec.labels)
     result = ParityResult(
         metrics=metrics,
         thresholds=config.thresholds,
-        reference={**reference.describe(), "name": reference.name, "runner": ref_runner},
-        candidate={**candidate.describe(), "name": candidate.name, "runner": cand_runner},
-        data={k: v for k, v in inputs.description.items() if k != "split"},
+        reference={**reference.describe(), "name": reference.name, "runner": ref_name},
+        candidate={**candidate.describe(), "name": candidate.name, "runner": cand_name},
+        data={k: v for k, v in description.items() if k != "split"},
         time_s=round(time.perf_counter() - start, 3),
     )
     log.info("parity %s: agreement %.4f, max abs diff %.3g", "passed" if result else "FAILED",
              metrics["agreement"], metrics["max_abs_diff"])
     if config.record:
         record_parity(candidate, result)
-    return result
+    with dist.guard():
+        return dist.broadcast(result)
 
 
 def record_parity(candidate: LoadedModel, result: ParityResult) -> bool:
