@@ -25,13 +25,30 @@ def run_cli(*args: Any, env: dict[str, str] | None = None) -> Any:
 
 
 def one_line_error(result: Any, match: str = "", code: int = 1) -> str:
-    """Exit code `code` and exactly one line on stderr, `error: ...` mentioning `match`; no traceback."""
+    """Exit code `code` and exactly one `error: ...` line, the last on stderr, mentioning `match`; no traceback.
+    (Log lines that came before it are on stderr too: stdout carries results only.)"""
     assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert match.lower() in lines[0].lower(), lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
-    return lines[0]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    assert match.lower() in errors[0].lower(), errors[0]
+    assert "Traceback" not in result.stdout + result.stderr and "error:" not in result.stdout
+    return errors[0]
+
+
+def write_model_file(artifact_dir: Path, data: bytes) -> Path:
+    """Replace an artifact's model file and re-record its sha256: a file that was already broken when written
+    (what a runner must refuse to load), not one changed afterwards (what the manifest hash catches)."""
+    import json
+
+    from toolchain.artifact import sha256_file
+
+    manifest = json.loads((artifact_dir / "manifest.json").read_text())
+    model = artifact_dir / manifest["model_file"]
+    model.write_bytes(data)
+    manifest["files"][manifest["model_file"]] = sha256_file(model)
+    (artifact_dir / "manifest.json").write_text(json.dumps(manifest))
+    return model
 
 
 def image_folder(root: Path, classes: int = 3, per_class: int = 6, size: int = 32) -> Path:

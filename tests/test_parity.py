@@ -29,7 +29,8 @@ def test_export_passes_parity_and_is_recorded(tiny_cnn_model, exported_tiny_cnn)
     assert set(RESULT_KEYS) <= set(data)
     assert data["agreement"] == 1.0 and data["top1_delta"] == 0.0 and data["max_abs_diff"] < 1e-4
     assert data["n"] == 269 and data["data"]["source"] == "digits"  # the checkpoint's recorded val split
-    assert data["thresholds"] == {"max_drop": 0.01, "min_agreement": 0.99, "max_abs_diff": None}
+    assert data["thresholds"] == {"max_drop": 0.01, "min_agreement": 0.99, "max_abs_diff": None, "rule": "ci"}
+    assert data["flips"] == 0 and data["agreement_ci"][1] == 1.0 and data["gate"]["notes"] == []
     assert data["candidate"]["runner"] == "onnxruntime" and data["reference"]["runner"] == "torch"
     manifest = json.loads((candidate.artifact.path / "manifest.json").read_text())
     assert len(manifest["parity"]) == before + 1 and manifest["parity"][-1]["passed"] is True

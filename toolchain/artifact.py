@@ -1,7 +1,9 @@
 """Artifact directories: a model file plus manifest.json, written atomically (DESIGN.md rule 2).
 
 A failed or interrupted stage never leaves a half-written model or replaces a good one: every
-artifact is built in a hidden temp directory beside its destination and renamed into place.
+artifact is built in a hidden temp directory beside its destination and renamed into place
+(toolchain.outputs). A manifest is plain data anyone can edit, so loading one checks it: every
+field's type, a model file that stays inside the directory, and the sha256 of each file it lists.
 """
 
 from __future__ import annotations
@@ -9,17 +11,17 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from toolchain.errors import ArtifactError, UserInputError
+from toolchain.outputs import atomic_dir, atomic_write_text  # noqa: F401 - re-exported: the artifact writers
 from toolchain.spec import ModelSpec
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -50,6 +52,19 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "format": str, "model_file": str, "spec": dict, "source": dict, "precision": str, "status": str, "export": dict,
+    "quantization": (dict, type(None)), "verification": (dict, type(None)), "parity": list, "versions": dict,
+    "created": str, "files": dict,
+}
+
+
+def _type_names(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("null" if k is type(None) else {"dict": "JSON object", "list": "JSON list",
+                                                         "str": "string"}.get(k.__name__, k.__name__) for k in kinds)
+
+
 @dataclass
 class Manifest:
     """Everything a later stage needs to know about an artifact, and how it was made."""
@@ -67,12 +82,19 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     schema_version: int = SCHEMA_VERSION
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256, recorded when written
 
     def __post_init__(self) -> None:
+        for name, kind in _FIELD_TYPES.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise ArtifactError(f"Manifest field '{name}' must be a {_type_names(kind)}, got {value!r:.60}.")
         if self.format not in FORMAT_FILES:
             raise ArtifactError(f"Manifest format '{self.format}' is not one of {', '.join(FORMAT_FILES)}.")
         if self.status not in ("ok", "failed"):
             raise ArtifactError(f"Manifest status '{self.status}' must be 'ok' or 'failed'.")
+        if not self.model_file or not all(isinstance(v, str) for v in self.files.values()):
+            raise ArtifactError("Manifest model_file must name a file and files must map names to sha256 strings.")
         if not self.created:
             self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -133,14 +155,52 @@ def load_artifact(path: str | Path) -> Artifact:
     try:
         manifest = Manifest(**{k: v for k, v in data.items() if k in Manifest.__dataclass_fields__})
         ModelSpec.from_dict(manifest.spec)
-    except (TypeError, UserInputError) as exc:
+    except (TypeError, ValueError, AttributeError, KeyError, UserInputError, ArtifactError) as exc:
         raise ArtifactError(f"{manifest_path} is incomplete or invalid ({exc}); re-export the model.") from None
+    for name in (manifest.model_file, *manifest.files):
+        confined(root, name, manifest_path)
     artifact = Artifact(root, manifest)
     if not artifact.model_path.is_file():
         raise ArtifactError(
             f"Artifact '{root}' lists model file '{manifest.model_file}' but it is missing; re-export the model."
         )
+    verify_files(artifact, manifest_path)
     return artifact
+
+
+def confined(root: Path, name: str, manifest_path: Path) -> Path:
+    """`root/name`, refused unless it stays inside `root`: a manifest is editable data, never a path to follow."""
+    parts = PurePosixPath(name.replace("\\", "/"))
+    target = root / name
+    if parts.is_absolute() or ".." in parts.parts or not (target.resolve() == root.resolve()
+                                                           or root.resolve() in target.resolve().parents):
+        raise ArtifactError(f"{manifest_path} lists model_file '{name}', which is not a file inside '{root}'; "
+                            "vtool opens only files inside the artifact. Re-export the model.")
+    return target
+
+
+_UNVERIFIED_WARNED: set[str] = set()
+
+
+def verify_files(artifact: Artifact, manifest_path: Path) -> None:
+    """Every file the manifest lists must still have the sha256 recorded when it was written."""
+    files = artifact.manifest.files
+    if not files:
+        if str(artifact.path) not in _UNVERIFIED_WARNED:
+            _UNVERIFIED_WARNED.add(str(artifact.path))
+            log.warning("%s records no sha256 of its model file (written by an older vtool), so a changed file "
+                        "goes unnoticed; re-export it to record one", manifest_path)
+        return
+    if artifact.manifest.model_file not in files:
+        raise ArtifactError(f"{manifest_path} records no sha256 for its model file '{artifact.manifest.model_file}'; "
+                            "re-export the model.")
+    for name, digest in files.items():
+        file = artifact.path / name
+        if not file.is_file():
+            raise ArtifactError(f"Artifact '{artifact.path}' lists '{name}' but it is missing; re-export the model.")
+        if sha256_file(file) != digest:
+            raise ArtifactError(f"'{file}' does not match the sha256 recorded in {manifest_path} ({digest[:12]}...): "
+                                "it changed after it was written. Restore the original file or re-export the model.")
 
 
 def require_usable(artifact: Artifact) -> Artifact:
@@ -164,55 +224,20 @@ def bare_model_artifact(path: str | Path, spec: ModelSpec) -> Artifact:
     return Artifact(file.parent, manifest)
 
 
-@contextmanager
-def atomic_dir(destination: str | Path) -> Iterator[Path]:
-    """Yield a temp dir beside `destination`; on success it replaces `destination` in one rename.
-
-    On any exception (KeyboardInterrupt included) the temp dir is removed and an existing
-    `destination` is left exactly as it was.
-    """
-    dest = Path(destination)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    except OSError as exc:
-        raise UserInputError(f"Cannot write to '{dest.parent}' ({exc.strerror}); choose a writable --out.") from None
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def record_files(manifest: Manifest, folder: Path) -> None:
+    """sha256 of every file an artifact holds (the manifest aside), checked again by load_artifact."""
+    manifest.files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a file through a temp file and rename, so readers never see half of it."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_artifact(
-    destination: str | Path, manifest: Manifest, write_model: Callable[[Path], None]
-) -> Artifact:
-    """Build an artifact atomically: `write_model(model_path)` fills the temp dir, then it is renamed."""
+def write_artifact(destination: str | Path, manifest: Manifest, write_model: Callable[[Path], None], *,
+                   overwrite: bool = False) -> Artifact:
+    """Build an artifact atomically: `write_model(model_path)` fills the staging dir, the file hashes go into the
+    manifest, then it is renamed into place (an existing artifact is replaced only with `overwrite`)."""
     manifest.versions = manifest.versions or library_versions()
-    with atomic_dir(destination) as tmp:
+    with atomic_dir(destination, overwrite=overwrite) as tmp:
         write_model(tmp / manifest.model_file)
-        (tmp / MANIFEST).write_text(manifest.to_json())
+        record_files(manifest, tmp)
+        atomic_write_text(tmp / MANIFEST, manifest.to_json())
     return load_artifact(destination)
 
 

@@ -15,15 +15,26 @@ from typing import Any
 
 import numpy as np
 
+from toolchain.datasplit import (
+    PARTS,
+    SPLITS,
+    append_holdout,
+    check_split_config,
+    describe_split,
+    read_split_file,
+    stratified_split,
+)
 from toolchain.errors import MissingDependencyError, UserInputError
+from toolchain.images import verify_image
+from toolchain.photos import bundled_photos, photo_crops  # noqa: F401 - re-exported: callers import them from here
 from toolchain.preprocess import IMAGE_SUFFIXES, eval_transform, open_image, to_model_mode, train_transform
 from toolchain.spec import ModelSpec
+from toolchain.synthetic import SHAPES, generate_synthetic, synthetic_samples
 
 log = logging.getLogger(__name__)
 
 BUILTIN_SOURCES = ("digits", "synthetic", "cifar10")
-SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "bar", "dots")
-SPLITS = ("train", "val", "test")
+__all__ = ["PARTS", "SHAPES", "SPLITS", "generate_synthetic", "stratified_split", "synthetic_samples"]  # re-exported
 
 
 @dataclass
@@ -38,6 +49,8 @@ class DataConfig:
     synthetic_per_class: int = 60
     synthetic_size: int = 32
     hflip: bool | None = None  # None: on, except for digits where a flip changes the class
+    split_file: str | None = None  # the user's own split (JSON of paths relative to `source`), see datasplit
+    test_data: str | None = None  # a separate holdout ImageFolder: the whole test split (test_fraction unused)
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "test_fraction"):
@@ -55,6 +68,10 @@ class DataConfig:
                 f"Unknown data source '{self.source}': expected {', '.join(BUILTIN_SOURCES)} or an ImageFolder "
                 "directory (one sub-folder of images per class)."
             )
+        for name in ("split_file", "test_data"):
+            if getattr(self, name) is not None:
+                setattr(self, name, str(getattr(self, name)))
+        check_split_config(self.source, self.split_file, self.test_data)
 
 
 @dataclass
@@ -102,62 +119,6 @@ def load_digits_samples() -> SampleSet:
     return SampleSet(images, digits.target.astype(np.int64), tuple(str(i) for i in range(10)), "digits")
 
 
-def _draw_shape(draw: Any, shape: str, box: tuple[float, float, float, float], color: tuple[int, ...]) -> None:
-    x0, y0, x1, y1 = box
-    cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
-    width = max(1, int(r / 3))
-    if shape == "circle":
-        draw.ellipse(box, fill=color)
-    elif shape == "square":
-        draw.rectangle(box, fill=color)
-    elif shape == "triangle":
-        draw.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=color)
-    elif shape == "cross":
-        draw.line([(x0, cy), (x1, cy)], fill=color, width=width)
-        draw.line([(cx, y0), (cx, y1)], fill=color, width=width)
-    elif shape == "ring":
-        draw.ellipse(box, outline=color, width=width)
-    elif shape == "diamond":
-        draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=color)
-    elif shape == "bar":
-        draw.rectangle((x0, cy - r / 4, x1, cy + r / 4), fill=color)
-    else:  # dots
-        for dx in (-r / 2, r / 2):
-            for dy in (-r / 2, r / 2):
-                draw.ellipse((cx + dx - r / 4, cy + dy - r / 4, cx + dx + r / 4, cy + dy + r / 4), fill=color)
-
-
-def synthetic_samples(classes: int = 4, per_class: int = 60, size: int = 32, seed: int = 0) -> SampleSet:
-    """Seeded coloured shapes on noisy backgrounds: a dataset anyone can regenerate exactly."""
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for label in range(classes):
-        for _ in range(per_class):
-            background = rng.integers(0, 90, size=(size, size, 3), dtype=np.uint8)
-            img = Image.fromarray(background, "RGB")
-            r = rng.uniform(0.22, 0.4) * size
-            cx, cy = rng.uniform(r, size - r, size=2)
-            color = tuple(int(c) for c in rng.integers(120, 256, size=3))
-            _draw_shape(ImageDraw.Draw(img), SHAPES[label], (cx - r, cy - r, cx + r, cy + r), color)
-            images.append(img)
-            labels.append(label)
-    return SampleSet(images, np.asarray(labels, dtype=np.int64), SHAPES[:classes], f"synthetic-{classes}x{per_class}")
-
-
-def generate_synthetic(out_dir: str | Path, classes: int = 4, per_class: int = 60, size: int = 32,
-                       seed: int = 0) -> Path:
-    """Write the synthetic set as an ImageFolder (PNG) so other tools can read it too."""
-    samples = synthetic_samples(classes, per_class, size, seed)
-    root = Path(out_dir)
-    for index, (img, label) in enumerate(zip(samples.items, samples.labels, strict=True)):
-        folder = root / samples.class_names[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        img.save(folder / f"{index:05d}.png")
-    return root
-
-
 def image_folder_samples(folder: str | Path) -> SampleSet:
     """An ImageFolder directory: one sub-folder per class; every file must be a readable image."""
     root = Path(folder)
@@ -179,7 +140,7 @@ def image_folder_samples(folder: str | Path) -> SampleSet:
                     f"'{file}' is not an image file (expected {', '.join(IMAGE_SUFFIXES)}); "
                     "move it out of the class folder."
                 )
-            _verify_image(file)
+            verify_image(file)
         if not files:
             raise UserInputError(f"Class folder '{class_dir}' has no images; add images or remove the folder.")
         items += files
@@ -187,18 +148,6 @@ def image_folder_samples(folder: str | Path) -> SampleSet:
     if len(class_dirs) < 2:
         raise UserInputError(f"'{root}' has only one class folder ('{class_dirs[0].name}'); a classifier needs two.")
     return SampleSet(items, np.asarray(labels, dtype=np.int64), tuple(p.name for p in class_dirs), str(root))
-
-
-def _verify_image(file: Path) -> None:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(file) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserInputError(
-            f"'{file}' is not a readable image ({str(exc)[:100]}); remove or replace it."
-        ) from None
 
 
 def cifar10_samples(root: str | Path = "~/.cache/vtool/cifar10") -> SampleSet:
@@ -231,23 +180,6 @@ def load_samples(config: DataConfig) -> SampleSet:
 
 
 # ------------------------------------------------------------------ splits and loaders
-
-
-def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
-    """Per-class shuffled split, so every class appears in val and test where it has enough images."""
-    rng = np.random.default_rng(seed)
-    split: dict[str, list[int]] = {name: [] for name in SPLITS}
-    for label in np.unique(labels):
-        idx = np.flatnonzero(labels == label)
-        rng.shuffle(idx)
-        n_test = int(round(len(idx) * test_fraction)) if test_fraction else 0
-        n_val = int(round(len(idx) * val_fraction)) if val_fraction else 0
-        if len(idx) >= 3:
-            n_test, n_val = max(n_test, 1 if test_fraction else 0), max(n_val, 1 if val_fraction else 0)
-        split["test"] += idx[:n_test].tolist()
-        split["val"] += idx[n_test:n_test + n_val].tolist()
-        split["train"] += idx[n_test + n_val:].tolist()
-    return {name: sorted(v) for name, v in split.items()}
 
 
 class ImageDataset:
@@ -283,12 +215,18 @@ class DataBundle:
     def num_classes(self) -> int:
         return len(self.samples.class_names)
 
-    def dataset(self, part: str, augment: bool = False) -> ImageDataset:
+    def indices(self, part: str) -> list[int]:
+        """The image indices of a split part; "all" is every image of the source."""
+        if part == "all":
+            return list(range(len(self.samples)))
         if part not in self.split:
-            raise UserInputError(f"Unknown split '{part}': expected one of {', '.join(self.split)}.")
+            raise UserInputError(f"Unknown split '{part}': expected one of {', '.join([*self.split, 'all'])}.")
+        return list(self.split[part])
+
+    def dataset(self, part: str, augment: bool = False) -> ImageDataset:
         hflip = self.config.hflip if self.config.hflip is not None else self.config.source != "digits"
         transform = train_transform(self.spec, hflip=hflip) if augment else eval_transform(self.spec)
-        return ImageDataset(self.samples, self.split[part], transform, self.spec)
+        return ImageDataset(self.samples, self.indices(part), transform, self.spec)
 
     def loader(self, part: str, batch_size: int = 64, shuffle: bool = False, augment: bool = False,
                seed: int | None = None, workers: int = 0, pin_memory: bool = False) -> Any:
@@ -303,7 +241,7 @@ class DataBundle:
     def batches(self, part: str, batch_size: int = 64, limit: int | None = None,
                 stratified: bool = False, workers: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream float32 NCHW numpy batches and labels (bounded memory: never the whole set)."""
-        indices = self.subset(part, limit, stratified) if limit else self.split[part]
+        indices = self.subset(part, limit, stratified) if limit else self.indices(part)
         from toolchain.loaders import stream
 
         chunks = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
@@ -319,7 +257,7 @@ class DataBundle:
 
     def subset(self, part: str, limit: int | None, stratified: bool = True) -> list[int]:
         """Up to `limit` indices of a split, round-robin over classes so every class is represented."""
-        indices = self.split[part]
+        indices = self.indices(part)
         if limit is None or limit >= len(indices):
             return list(indices)
         if not stratified:
@@ -342,19 +280,35 @@ class DataBundle:
             "sha256": self.samples.digest,
             "seed": self.config.seed,
             "split_sizes": {k: len(v) for k, v in self.split.items()},
+            **describe_split(self.config.split_file, self.config.test_data),
         }
 
 
 def load_data(
     spec: ModelSpec, config: DataConfig | None = None, split: dict[str, list[int]] | None = None
 ) -> DataBundle:
-    """Load a source, split it (or reuse a recorded split), check it fits the model's classes."""
+    """Load a source (plus a --test-data holdout), split it: the recorded `split` when given, else the split file,
+    else vtool's seeded stratified split. A holdout folder is always the whole test split."""
     config = config or DataConfig()
     samples = load_samples(config)
-    if split is None:
-        split = stratified_split(samples.labels, config.val_fraction, config.test_fraction, config.seed)
-    elif max((max(v) for v in split.values() if v), default=-1) >= len(samples):
-        raise UserInputError("The recorded split does not fit this data source; was the data changed?")
+    holdout: list[int] = []
+    if config.test_data is not None:
+        samples, holdout = append_holdout(samples, image_folder_samples(config.test_data))
+    if split is not None:
+        if max((max(v) for v in split.values() if v), default=-1) >= len(samples):
+            raise UserInputError("The recorded split does not fit this data source; was the data changed?")
+    elif config.split_file is not None:
+        split = read_split_file(config.split_file, samples, config.source)
+        if holdout and split["test"]:
+            raise UserInputError(f"Split file '{config.split_file}' has a test part and --test-data was given too; "
+                                 "keep one of them.")
+    else:
+        main = np.arange(len(samples) - len(holdout))
+        fractions = (config.val_fraction, 0.0 if holdout else config.test_fraction)
+        split = {k: main[v].tolist() for k, v in stratified_split(samples.labels[main], *fractions,
+                                                                   config.seed).items()}
+    if holdout:
+        split = {**split, "test": holdout}
     return DataBundle(samples, split, spec, config)
 
 
@@ -366,33 +320,3 @@ def check_model_fits_data(spec: ModelSpec, bundle: DataBundle) -> None:
             f"{bundle.num_classes} ({', '.join(bundle.class_names[:5])}...). Use data with the model's classes or "
             "train/fine-tune on this data first."
         )
-
-
-def bundled_photos() -> list[tuple[str, Any]]:
-    """Real photos shipped with scikit-image (offline), for ImageNet-pretrained models."""
-    from PIL import Image
-    from skimage import data as skdata
-
-    photos = []
-    for name in ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "horse"):
-        try:
-            array = getattr(skdata, name)()
-        except Exception as exc:  # noqa: BLE001 - some need a download; skip those offline
-            log.debug("skipping skimage photo %s: %s", name, exc)
-            continue
-        if array.dtype == bool:
-            array = array.astype(np.uint8) * 255
-        photos.append((name, Image.fromarray(array).convert("RGB")))
-    return photos
-
-
-def photo_crops(spec: ModelSpec, count: int = 200, seed: int = 0) -> np.ndarray:
-    """`count` augmented crops of the bundled photos, preprocessed: real images for parity checks."""
-    import torch
-
-    torch.manual_seed(seed)
-    photos = bundled_photos()
-    if not photos:
-        raise MissingDependencyError("No bundled photos available (scikit-image is missing).")
-    augment = train_transform(spec, hflip=True, strength=1.5)
-    return np.stack([augment(photos[i % len(photos)][1]).numpy() for i in range(count)]).astype(np.float32)

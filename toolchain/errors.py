@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class VtoolError(Exception):
     """Base for every error vtool reports to a user: one line, no traceback."""
@@ -39,6 +41,27 @@ def first_line(exc: BaseException, limit: int = 200, *, first_only: bool = False
     if typed:
         return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__
     return (text or type(exc).__name__)[:limit]
+
+
+def os_error_message(exc: OSError) -> str:
+    """An OSError as one line naming the file and what to do (the CLI's error boundary uses it)."""
+    where = exc.filename or ""
+    if exc.filename2:
+        where = f"{exc.filename} -> {exc.filename2}"
+    hints = {
+        errno.ENOSPC: "free some space or write elsewhere",
+        errno.EDQUOT: "free some space (disk quota) or write elsewhere",
+        errno.EROFS: "the file system is read-only; choose a writable place",
+        errno.EACCES: "check the permissions or choose another place",
+        errno.EPERM: "check the permissions or choose another place",
+        errno.EISDIR: "it is a directory; pass a file path",
+        errno.ENOTDIR: "a part of the path is a file, not a directory",
+        errno.ENOENT: "check the path",
+        errno.EMFILE: "too many open files; raise `ulimit -n`",
+    }
+    reason = exc.strerror or type(exc).__name__
+    hint = hints.get(exc.errno or -1, "check the path and the disk")
+    return f"{reason}: '{where}'; {hint}." if where else f"{reason} ({type(exc).__name__}); {hint}."
 
 
 def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from toolchain import callable_module
-from toolchain.data import SPLITS, DataBundle
+from toolchain.data import PARTS, DataBundle
 from toolchain.errors import UserInputError, check_choice, renamed_field
-from toolchain.inputs import data_config_of, resolve_bundle
+from toolchain.inputs import resolve_bundle
 from toolchain.metrics import topk_accuracy
 from toolchain.models import LoadedModel
 from toolchain.report import write_result
@@ -31,7 +31,8 @@ MISCLASSIFIED_PNG = "misclassified.png"
 
 @dataclass
 class EvalConfig:
-    """Which split to score, with which backend, and how many misclassified images to draw."""
+    """Which split to score ("all": every image), with which backend, how many misclassified images to draw; a
+    --split-file or --test-data holdout replaces the split the model recorded."""
 
     split: str = "test"
     runner: str = "auto"
@@ -40,11 +41,13 @@ class EvalConfig:
     batch_size: int = 64
     max_misclassified: int = 24
     workers: int = 0  # DataLoader processes decoding images (0: this process)
+    split_file: str | None = None
+    test_data: str | None = None
     part: InitVar[str | None] = None  # deprecated name of `split`
 
     def __post_init__(self, part: str | None) -> None:
         renamed_field(self, "part", "split", part)
-        check_choice("split", self.split, SPLITS)
+        check_choice("split", self.split, PARTS)
         if self.batch_size < 1:
             raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}.")
         if self.workers < 0:
@@ -75,28 +78,23 @@ class EvalResult:
         return dataclasses.asdict(self)
 
 
-def eval_bundle(model: LoadedModel, data: str | None = None) -> DataBundle:
-    """The model's data, preprocessed for it; the recorded split when the source is the recorded one."""
-    bundle = resolve_bundle(model, data)
+def eval_bundle(model: LoadedModel, data: str | None = None, config: EvalConfig | None = None) -> DataBundle:
+    """The model's data, preprocessed for it: the recorded split on the recorded source, the user's split file,
+    or a --test-data holdout (inputs.resolve_bundle)."""
+    config = config or EvalConfig()
+    bundle = resolve_bundle(model, data, split_file=config.split_file, test_data=config.test_data)
     if bundle is None:
         raise UserInputError(
             f"No data is recorded for {model.name}: pass --data (digits, synthetic or an ImageFolder directory "
-            "with the model's classes)."
+            "with the model's classes), or --test-data HOLDOUT_DIR."
         )
-    recorded = data_config_of(model)
-    split = _recorded_split(model)
-    if split and recorded is not None and recorded.source == bundle.config.source:
-        if max((max(v) for v in split.values() if v), default=-1) >= len(bundle.samples):
-            raise UserInputError(f"The split recorded with {model.name} does not fit '{bundle.config.source}' any "
-                                 "more; was the data changed?")
-        bundle = dataclasses.replace(bundle, split={k: list(v) for k, v in split.items()})
+    if bundle.extra.get("split_origin") == "seeded" and config.split != "all":
+        part = len(bundle.indices(config.split))
+        log.warning("scoring the %s part (%d of %d images) of vtool's own seeded split of %s; if %s was trained on "
+                    "these images they are not held out: pass --split all for a holdout folder, or --split-file / "
+                    "--test-data for your own split", config.split, part, len(bundle.samples), bundle.samples.source,
+                    model.name)
     return bundle
-
-
-def _recorded_split(model: LoadedModel) -> dict[str, list[int]] | None:
-    if model.artifact is not None:
-        return model.artifact.manifest.source.get("split")
-    return (model.info or {}).get("split")
 
 
 def predict_logits(model: LoadedModel, bundle: DataBundle,
@@ -108,7 +106,7 @@ def predict_logits(model: LoadedModel, bundle: DataBundle,
     from toolchain.distributed.shard import bundle_batches, infer_shards
     from toolchain.runners import get_runner
 
-    indices = bundle.split[config.split]
+    indices = bundle.indices(config.split)
     if not indices:
         raise UserInputError(f"The '{config.split}' split of {bundle.samples.source} is empty; nothing to evaluate.")
     dist = current(config.device)
@@ -155,7 +153,7 @@ def evaluate(
 
     config = config or EvalConfig()
     model = as_loaded(model)
-    bundle = data if isinstance(data, DataBundle) else eval_bundle(model, data)
+    bundle = data if isinstance(data, DataBundle) else eval_bundle(model, data, config)
     if model.spec.num_classes != bundle.num_classes:
         raise UserInputError(f"{model.name} predicts {model.spec.num_classes} classes but the data has "
                              f"{bundle.num_classes}; evaluate it on data with its classes.")
@@ -169,7 +167,7 @@ def evaluate(
             return dist.broadcast(None)
     names = list(model.spec.class_names or bundle.class_names)
     scores = score(logits, labels, names)
-    indices = bundle.split[config.split]
+    indices = bundle.indices(config.split)
     preds = logits.argmax(1)
     wrong = np.flatnonzero(preds != labels)
     misclassified = []
@@ -199,7 +197,7 @@ def write_eval_outputs(result: EvalResult, bundle: DataBundle, wrong: np.ndarray
     from toolchain.report import plots
 
     out.mkdir(parents=True, exist_ok=True)
-    indices = bundle.split[result.part]
+    indices = bundle.indices(result.part)
     result.files = {
         "confusion_matrix": str(plots.confusion_matrix(
             result.confusion_matrix, result.class_names, out / CONFUSION_PNG,

@@ -6,6 +6,7 @@ so any later stage can rebuild the exact split the model was validated on.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,21 +35,65 @@ def data_config_of(model: LoadedModel) -> DataConfig | None:
         raw = model.artifact.manifest.source.get("data_config")
     elif model.info:
         raw = model.info.get("data_config")
-    return DataConfig(**raw) if raw else None
+    if not raw:
+        return None
+    return DataConfig(**{k: v for k, v in raw.items() if k in DataConfig.__dataclass_fields__})
 
 
-def resolve_bundle(model: LoadedModel, data: str | None, spec: ModelSpec | None = None) -> DataBundle | None:
-    """DataBundle for `data` (or the model's recorded source), preprocessed with `spec` (default: the model's)."""
+def recorded_split(model: LoadedModel) -> dict[str, list[int]] | None:
+    """The image indices of the train/val/test split the model was trained with, if recorded."""
+    if model.artifact is not None:
+        return model.artifact.manifest.source.get("split")
+    return (model.info or {}).get("split")
+
+
+def resolve_bundle(model: LoadedModel, data: str | None, spec: ModelSpec | None = None, *,
+                   split_file: str | None = None, test_data: str | None = None) -> DataBundle | None:
+    """DataBundle for `data` (or the model's recorded source), preprocessed with `spec` (default: the model's).
+
+    On the recorded source the recorded split is reused (the images the model trained on stay out of val and
+    test), with a --test-data holdout as its test part; --split-file replaces it with the user's own split.
+    The data's classes are matched to the model's class names when both have names.
+    """
     recorded = data_config_of(model)
     if data is None and recorded is None:
-        return None
-    if data is None or (recorded is not None and recorded.source == data):
-        config = recorded
-    else:
-        config = DataConfig(source=data)
-    bundle = load_data(spec or model.spec, config)
-    check_model_fits_data(model.spec, bundle)
+        if test_data is None:
+            return None
+        # only a holdout folder: it is the data, and every image of it is the test split
+        bundle = load_data(spec or model.spec, DataConfig(source=str(test_data), val_fraction=0.0, test_fraction=0.0))
+        bundle = dataclasses.replace(bundle, split={"train": [], "val": [], "test": bundle.indices("all")},
+                                     extra={"split_origin": "holdout folder"})
+        return _fitted(bundle, model.spec)
+    same = recorded is not None and (data is None or recorded.source == data)
+    base = recorded if same else DataConfig(source=str(data))
+    overrides = {k: str(v) for k, v in (("split_file", split_file), ("test_data", test_data)) if v is not None}
+    config = dataclasses.replace(base, **overrides) if overrides else base  # type: ignore[arg-type]
+    split = recorded_split(model) if same and split_file is None else None
+    if split is not None and test_data is not None and recorded.test_data != str(test_data):  # type: ignore[union-attr]
+        split = {k: v for k, v in split.items() if k != "test"}  # the holdout becomes the test part
+    bundle = load_data(spec or model.spec, config, split=split)
+    origin = ("recorded" if split is not None else "split file" if config.split_file else
+              "holdout folder" if config.test_data else "seeded")
+    bundle.extra["split_origin"] = origin
+    return _fitted(bundle, model.spec)
+
+
+def _fitted(bundle: DataBundle, spec: ModelSpec) -> DataBundle:
+    bundle = align_classes(bundle, spec)
+    check_model_fits_data(spec, bundle)
     return bundle
+
+
+def align_classes(bundle: DataBundle, spec: ModelSpec) -> DataBundle:
+    """Relabel data whose class folders are a subset or reordering of the model's class names (a holdout folder
+    with some classes missing still scores 'cat' as the model's 'cat'); anything else is left as it is."""
+    names, model_names = list(bundle.class_names), list(spec.class_names)
+    if not model_names or names == model_names or not set(names) <= set(model_names):
+        return bundle
+    mapping = np.asarray([model_names.index(n) for n in names], dtype=np.int64)
+    samples = dataclasses.replace(bundle.samples, labels=mapping[bundle.samples.labels],
+                                  class_names=tuple(model_names))
+    return dataclasses.replace(bundle, samples=samples)
 
 
 def evaluation_inputs(
@@ -58,9 +103,11 @@ def evaluation_inputs(
     limit: int | None = None,
     photos: int = 200,
     spec: ModelSpec | None = None,
+    split_file: str | None = None,
+    test_data: str | None = None,
 ) -> EvalInputs:
     """Real images for `model`: a data split when one is known, else crops of the bundled photos."""
-    bundle = resolve_bundle(model, data, spec)
+    bundle = resolve_bundle(model, data, spec, split_file=split_file, test_data=test_data)
     if bundle is not None:
         x, labels = bundle.arrays(part, limit=limit)
         return EvalInputs(x, labels, {**bundle.describe(), "part": part, "n": int(len(x))}, bundle)

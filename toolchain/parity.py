@@ -16,6 +16,7 @@ from typing import Any
 
 from toolchain.artifact import MANIFEST, Manifest, is_artifact_dir, save_manifest
 from toolchain.compare import CompareResult, Thresholds
+from toolchain.data import PARTS
 from toolchain.distributed.config import rank_threads
 from toolchain.distributed.runtime import Dist, current
 from toolchain.distributed.shard import Batches, array_batches, bundle_batches, infer_shards
@@ -28,9 +29,8 @@ from toolchain.runners import get_runner
 
 log = logging.getLogger(__name__)
 
-PARTS = ("train", "val", "test")
-RESULT_KEYS = ("n", "top1_ref", "top1_cand", "top1_delta", "top5_ref", "top5_cand", "agreement", "cosine_mean",
-               "max_abs_diff", "sqnr_db", "flips_per_class", "thresholds", "passed")
+RESULT_KEYS = ("n", "top1_ref", "top1_cand", "top1_delta", "top5_ref", "top5_cand", "agreement", "agreement_ci",
+               "flips", "cosine_mean", "max_abs_diff", "sqnr_db", "flips_per_class", "thresholds", "passed", "gate")
 
 
 @dataclass
@@ -51,6 +51,9 @@ class ParityConfig:
     photos: int = 200
     workers: int = 0  # DataLoader processes decoding images (0: this process)
     record: bool = True  # append the result to the candidate artifact's manifest.parity
+    split_file: str | None = None  # the user's own split of `data` (datasplit.read_split_file)
+    test_data: str | None = None  # a holdout folder: the test split
+    gate: str = "ci"  # compare.RULES: "ci" (fail only on evidence of a miss) or "observed"
     part: InitVar[str | None] = None  # deprecated name of `split`
 
     def __post_init__(self, part: str | None) -> None:
@@ -69,7 +72,7 @@ class ParityConfig:
 
     @property
     def thresholds(self) -> Thresholds:
-        return Thresholds(self.max_drop, self.min_agreement, self.max_abs_diff)
+        return Thresholds(self.max_drop, self.min_agreement, self.max_abs_diff, self.gate)
 
 
 @dataclass
@@ -89,11 +92,12 @@ class ParityResult(CompareResult):
         return list(self.metrics.get("flips_per_class", {}))
 
     def to_dict(self) -> dict[str, Any]:
-        out = {key: self.metrics.get(key) for key in RESULT_KEYS if key not in ("thresholds", "passed")}
+        out = {key: self.metrics.get(key) for key in RESULT_KEYS if key not in ("thresholds", "passed", "gate")}
         out.update(self.metrics)
         out["thresholds"] = self.thresholds.to_dict()
         out["passed"] = self.passed
         out["failures"] = self.failures
+        out["gate"] = {"rule": self.thresholds.rule, "statement": self.thresholds.statement, "notes": self.notes}
         out["reference"] = dict(self.reference)
         out["candidate"] = dict(self.candidate)
         out["data"] = dict(self.data)
@@ -103,7 +107,10 @@ class ParityResult(CompareResult):
     def message(self) -> str:
         """One line: what failed and which classes flipped (most flips first)."""
         if self.passed:
-            return f"parity passed: agreement {self.metrics['agreement']:.4f} on {self.metrics['n']} images"
+            m = self.metrics
+            ci = m.get("agreement_ci") or (m["agreement"], m["agreement"])
+            return (f"parity passed: agreement {m['agreement']:.4f} (95% CI [{ci[0]:.3f}, {ci[1]:.3f}], "
+                    f"{m.get('flips', 0)} flips of {m['n']} images)" + ("; inconclusive" if self.notes else ""))
         flips = self.metrics.get("flips_per_class", {})
         flipped = ", ".join(f"{name} ({count})" for name, count in list(flips.items())[:8])
         more = f" and {len(flips) - 8} more" if len(flips) > 8 else ""
@@ -114,7 +121,8 @@ class ParityResult(CompareResult):
 def _inputs(reference: LoadedModel, config: ParityConfig, dist: Dist) -> tuple[Batches, int, dict[str, Any]]:
     """This rank's batches of real images (a data split streamed from disk, or the bundled photo crops), how many
     batches all ranks run together, and what the images are."""
-    bundle = resolve_bundle(reference, config.data, reference.spec)
+    bundle = resolve_bundle(reference, config.data, reference.spec, split_file=config.split_file,
+                            test_data=config.test_data)
     if bundle is not None:
         indices = bundle.subset(config.split, config.limit)
         if not indices:
@@ -122,7 +130,8 @@ def _inputs(reference: LoadedModel, config: ParityConfig, dist: Dist) -> tuple[B
         batches, total = bundle_batches(bundle, indices, config.batch_size, dist, config.workers)
         return batches, total, {**bundle.describe(), "part": config.split, "n": len(indices)}
     inputs = evaluation_inputs(reference, config.data, part=config.split, limit=config.limit,
-                               photos=config.photos, spec=reference.spec)
+                               photos=config.photos, spec=reference.spec, split_file=config.split_file,
+                               test_data=config.test_data)
     batches, total = array_batches(inputs.x, inputs.labels, config.batch_size, dist)
     return batches, total, inputs.description
 

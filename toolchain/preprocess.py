@@ -7,8 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.errors import UserInputError
+from toolchain.images import open_image, to_8bit
 from toolchain.spec import ModelSpec
+
+__all__ = ["IMAGE_SUFFIXES", "eval_transform", "list_image_files", "open_image", "preprocess", "to_model_mode",
+           "train_transform"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -55,35 +58,19 @@ def train_transform(spec: ModelSpec, hflip: bool = True, strength: float = 1.0) 
 
 
 def to_model_mode(image: Any, spec: ModelSpec) -> Any:
-    """Convert a PIL image to the colour mode the model reads (RGBA/palette/grey -> RGB, or L)."""
+    """Convert a PIL image to the colour mode the model reads (RGB, or L): deep images scaled to 8 bits,
+    transparency put on white (see toolchain.images)."""
     mode = "L" if spec.channels == 1 else "RGB"
     if image.mode == mode:
         return image
-    if image.mode in ("RGBA", "LA", "P") and mode == "RGB":
+    image = to_8bit(image)
+    if image.mode in ("RGBA", "LA"):
         from PIL import Image
 
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        return Image.alpha_composite(background, rgba).convert(mode)
     return image.convert(mode)
-
-
-def open_image(path: str | Path) -> Any:
-    """Decode an image file fully, turning every decode failure into a one-line UserInputError."""
-    from PIL import Image, UnidentifiedImageError
-
-    file = Path(path)
-    if not file.is_file():
-        raise UserInputError(f"Image '{file}' does not exist.")
-    try:
-        with Image.open(file) as img:
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserInputError(
-            f"'{file}' is not a readable image ({str(exc)[:120]}); expected a JPEG/PNG/BMP/WebP file. "
-            "Remove or replace it."
-        ) from None
 
 
 def preprocess(images: list[Any], spec: ModelSpec) -> np.ndarray:

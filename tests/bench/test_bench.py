@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_model_file
 
 from toolchain.bench import BenchConfig, WarmupPolicy, benchmark, compare_results, load_result, rank_entries, timing
 from toolchain.bench.inputs import bench_inputs, tile_batch
@@ -212,7 +213,7 @@ def test_artifact_that_fails_to_load(onnx_artifact: Path, tmp_path: Path) -> Non
 
     broken = tmp_path / "broken-onnx"
     shutil.copytree(onnx_artifact, broken)
-    (broken / "model.onnx").write_bytes(b"this is not an onnx protobuf")
+    write_model_file(broken, b"this is not an onnx protobuf")
     with pytest.raises(ArtifactError, match="cannot load"):
         benchmark([str(broken)], BenchConfig(backends=["onnxruntime"], **QUICK))
 
@@ -391,3 +392,34 @@ def test_warmup_window_shrinks_for_slow_calls(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(timing, "perf_counter", clock)
     report = timing.warm_up(clock.step, clock.sync, WarmupPolicy(min_iterations=1, min_s=0, max_s=10, window=5))
     assert report.stable and report.iterations == 4
+
+
+def test_compile_time_is_reported_as_compile_s_not_latency(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """A runner that compiles on its first call (torch-compile) gets a warning before that call and the call's
+    time as compile_s; the latency statistics never include it. (A stand-in runner: real inductor compilation
+    takes a minute here and is covered by the slow runner tests.)"""
+    import time as _time
+
+    from toolchain.runners.torch_eager import TorchRunner
+
+    calls = {"n": 0}
+    original = TorchRunner.infer_impl
+
+    def slow_first(self, batch):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 1:
+            _time.sleep(0.3)  # the "compilation"
+        return original(self, batch)
+
+    monkeypatch.setattr(TorchRunner, "compiles_on_first_call", True, raising=False)
+    monkeypatch.setattr(TorchRunner, "infer_impl", slow_first)
+    caplog.set_level("WARNING", logger="toolchain")
+    result = benchmark(["tiny-cnn"], BenchConfig(backends=["torch"], iterations=5, min_iterations=1,
+                                                 warmup=WarmupPolicy(min_iterations=1, min_s=0.0, max_s=1.0)))
+    entry = result.entries[0]
+    assert entry.compile_s is not None and entry.compile_s >= 0.3
+    assert entry.latency_ms["max"] < 300  # the compile call is not a latency sample
+    assert "compiling on the first call" in caplog.text and any("compile_s" in n for n in entry.notes)
+    from toolchain.report.bench import bench_table
+
+    assert "compile s" in [c.header for c in bench_table(result.to_dict()).columns]

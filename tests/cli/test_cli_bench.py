@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import one_line_error, run_cli
+from helpers import one_line_error, run_cli, write_model_file
 
 QUICK = ["--iterations", "3", "--warmup", "0", "--warmup-iterations", "1"]
 
@@ -80,7 +80,7 @@ def test_cuda_without_gpu() -> None:
 def test_artifact_that_fails_to_load(tmp_path: Path, onnx_artifact: Path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(onnx_artifact, broken)
-    (broken / "model.onnx").write_bytes(b"\x00garbage")
+    write_model_file(broken, b"\x00garbage")
     one_line_error(run(str(broken), "--backend", "onnxruntime", *QUICK), match="cannot load")
     (broken / "manifest.json").write_text("{")
     one_line_error(run(str(broken), *QUICK), match="not valid JSON")

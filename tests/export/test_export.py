@@ -168,7 +168,8 @@ def test_failed_export_keeps_existing_good_artifact(tmp_path: Path, user_models:
     shutil.copytree(exported_tiny_cnn("onnx"), dest)
     before = (dest / "manifest.json").read_text()
     with pytest.raises(ExportError):
-        export_model(load_model(f"{user_models}:EigNet"), ExportConfig(format="onnx", out=dest, data="digits"))
+        export_model(load_model(f"{user_models}:EigNet"), ExportConfig(format="onnx", out=dest, data="digits",
+                                                                        overwrite=True))
     assert (dest / "manifest.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]
 
@@ -206,7 +207,7 @@ def test_verification_failure_writes_failed_artifact_refused_later(tmp_path: Pat
     shutil.copytree(exported_tiny_cnn("torchscript"), dest)  # a good artifact already there
     with pytest.raises(ExportVerificationError, match="does not match the eager model") as info:
         export_model(load_model(f"{user_models}:BatchQuirk"),
-                     ExportConfig(format="torchscript", out=dest, data="digits", verify_samples=16))
+                     ExportConfig(format="torchscript", out=dest, data="digits", verify_samples=16, overwrite=True))
     assert isinstance(info.value, ThresholdError) and info.value.exit_code == 3
     failed = info.value.result.path
     assert failed == tmp_path / "quirk.failed"  # written beside, never over, the good artifact

@@ -54,7 +54,7 @@ def failed_parity() -> ParityResult:
     ref = np.eye(3)[[0, 1, 2, 0]] * 3.0
     cand = np.eye(3)[[0, 2, 2, 0]] * 3.0
     metrics = compare_logits(ref, cand, np.array([0, 1, 2, 0]), ("cat", "dog", "fox"))
-    return ParityResult(metrics, Thresholds(0.01, 0.99), reference={"name": "ref", "runner": "torch"},
+    return ParityResult(metrics, Thresholds(0.01, 0.99, rule="observed"), reference={"name": "ref", "runner": "torch"},
                         candidate={"name": "int8", "runner": "onnxruntime"})
 
 
@@ -64,7 +64,21 @@ def test_parity_view_shows_thresholds_flips_and_the_verdict(failed_parity: Parit
     assert "max drop 0.01" in text and "min 0.99" in text and "dog: 1" in text
     assert "FAILED: top-1 fell 0.2500 (1.0000 -> 0.7500)" in text
     assert not failed_parity and "flipped classes: dog (1)" in failed_parity.message()
-    assert failed_parity.to_dict()["thresholds"] == {"max_drop": 0.01, "min_agreement": 0.99, "max_abs_diff": None}
+    assert failed_parity.to_dict()["thresholds"] == {"max_drop": 0.01, "min_agreement": 0.99, "max_abs_diff": None,
+                                                     "rule": "observed"}
+    assert "1 flip of 4" in text and "gate rule 'observed'" in text
+
+
+def test_parity_view_says_when_a_pass_is_inconclusive(failed_parity: ParityResult) -> None:
+    labels = np.arange(54) % 3
+    cand = labels.copy()
+    cand[1] = 2
+    metrics = compare_logits(np.eye(3)[labels], np.eye(3)[cand], labels, ("cat", "dog", "fox"))
+    lenient = ParityResult(metrics, Thresholds(0.01, 0.99), reference=failed_parity.reference,
+                           candidate=failed_parity.candidate)
+    text = text_of(parity_view(lenient))
+    assert lenient and "PASSED (inconclusive)" in text and "inconclusive: agreement 0.9815" in text
+    assert "gate rule 'ci'" in text and "95% CI [" in text
 
 
 def test_pipeline_page_and_markdown_lay_out_the_rows(tmp_path: Path) -> None:

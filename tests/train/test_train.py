@@ -198,6 +198,35 @@ def test_freeze_backbone_trains_only_the_head(tmp_path) -> None:
     assert changed and changed <= head_keys
 
 
+def test_freezing_a_random_backbone_warns_and_the_checkpoint_says_so(tmp_path, caplog) -> None:
+    caplog.set_level("WARNING", logger="toolchain")
+    result = _run(tmp_path / "random", freeze_backbone=True)
+    assert "--freeze-backbone on randomly initialised weights" in caplog.text
+    assert read_checkpoint(result.best_path)["pretrained"] is False
+    caplog.clear()
+    weights = tmp_path / "w.pt"
+    torch.save(load_model(str(result.best_path)).module.state_dict(), weights)
+    cfg = TrainConfig(epochs=1, warmup_epochs=0, freeze_backbone=True)
+    loaded, bundle = prepare_training("tiny-cnn", SYNTH, cfg, tmp_path / "w", weights=str(weights))
+    done = train(loaded, bundle, cfg, tmp_path / "w")
+    assert "randomly initialised" not in caplog.text and read_checkpoint(done.best_path)["pretrained"] is True
+
+
+def test_labels_and_preprocessing_flags_are_recorded_in_the_checkpoint(tmp_path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("round\nboxy\npointy\n")
+    folder = image_folder(tmp_path / "shapes", classes=3, per_class=6)
+    result = run_cli("train", "--model", "tiny-cnn", "--data", folder, "--labels", labels, "--mean",
+                     "0.485,0.456,0.406", "--std", "0.229,0.224,0.225", "--epochs", 1, "--out", tmp_path / "run",
+                     "--quiet")
+    assert result.exit_code == 0, result.stderr
+    payload = read_checkpoint(tmp_path / "run" / "best.pt")
+    assert list(payload["spec"]["class_names"]) == ["round", "boxy", "pointy"] and payload["spec"]["mean"][0] == 0.485
+    assert payload["options"]["class_names"] == ["round", "boxy", "pointy"] and payload["pretrained"] is False
+    one_line_error(run_cli("train", "--model", "tiny-cnn", "--data", folder, "--labels", folder / "circle" / "x",
+                           "--out", tmp_path / "run2"), "Labels file")
+
+
 def test_early_stopping_with_sgd_step_schedule(tmp_path) -> None:
     result = _run(tmp_path / "r", epochs=6, lr=1e-9, optimizer="sgd", schedule="step", patience=1)
     assert result.stopped_early and result.epochs_run == 2

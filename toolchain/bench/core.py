@@ -228,6 +228,10 @@ def bench_runner(model: LoadedModel, name: str, stats: dict[str, Any], pool: np.
                     progress(f"{model.name} / {name} / batch {batch}" + (f" x{threads}" if threads > 1 else ""))
                 try:
                     if threads == config.concurrency[0]:
+                        if getattr(runner, "compiles_on_first_call", False):
+                            log.warning("%s / %s / batch %d: compiling on the first call (can take a minute or "
+                                        "more on CPU); reported as compile_s, not as latency", model.name, name,
+                                        batch)
                         first_s = timed_call(lambda batch=x: runner.infer(batch), runner.synchronize)
                     run = (_sequential(runner, x, config) if threads == 1
                            else _concurrent(runner, model, name, x, threads, config))
@@ -241,6 +245,10 @@ def bench_runner(model: LoadedModel, name: str, stats: dict[str, Any], pool: np.
                     continue
                 entry = _entry(run, model, name, batch, threads, config, stats, inputs, load_s, first_s, rss_reset)
                 entry.backend_info = backend_info(runner)
+                if getattr(runner, "compiles_on_first_call", False):
+                    entry.compile_s = round(first_s, 3)
+                    entry.notes.append(f"compile: the first call at batch {batch} took {first_s:.1f} s (compile_s); "
+                                       "latency is measured after it")
                 entries.append(entry)
     finally:
         runner.close()

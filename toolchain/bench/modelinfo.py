@@ -82,9 +82,12 @@ def model_stats(model: LoadedModel) -> dict[str, Any]:
             notes.append("params: ONNX initializer elements (int64 shape constants excluded)")
     size = sum(f.stat().st_size for f in files if f.is_file())
     macs = None
+    build = model.spec.build if isinstance(model.spec.build, dict) else {}
     try:  # MACs (and params for pt2/TorchScript) from the fp32 architecture this artifact was built from
         from toolchain.models.checkpoint import rebuild_module
 
+        if build.get("kind") not in ("registry", "hf"):  # a user class named in a manifest is never imported
+            raise LookupError(f"no rebuildable architecture recorded (build kind {build.get('kind')!r})")
         reference = rebuild_module(model.spec)
         macs = count_macs(reference, shape)
         if params is None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from toolchain.errors import UserInputError
 
-SCHEMA = "vtool-bench/1"
+SCHEMA = "vtool.bench/1"
 
 
 @dataclass
@@ -21,6 +22,8 @@ class BenchEntry:
     throughput_ips: images/s over the measured wall time (concurrent: all threads together).
     load_s: runner creation + load() (session creation, compilation setup), once per (model, runner).
     first_infer_ms: the first call at this batch size after load (lazy compilation shows up here).
+    compile_s: for runners that compile on the first call (torch-compile), that first call in seconds: compile
+    time, reported as such and never part of latency_ms (None for other runners).
     warmup_iterations: calls before measuring, the first call included.
     peak_rss_mb: process high-water mark since this runner was created (peak_rss_scope says when the
     kernel could not reset it). cuda_peak_mb: PyTorch's CUDA allocator only.
@@ -53,6 +56,7 @@ class BenchEntry:
     mode: str = "sequential"
     peak_rss_scope: str = "since runner load"
     cuda_peak_mb: float | None = None
+    compile_s: float | None = None
     high_cv: bool = False
     source: str = ""
     backend_info: dict[str, Any] = field(default_factory=dict)
@@ -112,9 +116,20 @@ def load_result(path: str | Path) -> dict[str, Any]:
         raise UserInputError(f"'{file}' is not valid JSON ({exc}); expected a `vtool bench --json` file.") from None
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         raise UserInputError(f"'{file}' has no 'entries' list; expected a `vtool bench --json` file.")
-    for entry in data["entries"]:
+    for number, entry in enumerate(data["entries"], 1):
         if not isinstance(entry, dict) or not {"model", "runner", "batch_size", "latency_ms"} <= set(entry):
             raise UserInputError(f"'{file}' has a malformed entry; expected a `vtool bench --json` file.")
+        latency = entry["latency_ms"]
+        p50 = latency.get("p50") if isinstance(latency, dict) else None
+        # A NaN, zero or missing p50 would make every comparison pass (or fail) silently: refuse to judge it.
+        if isinstance(p50, bool) or not isinstance(p50, (int, float)) or not math.isfinite(p50) or p50 <= 0:
+            raise UserInputError(f"'{file}' entry {number} ({entry.get('model')} / {entry.get('runner')}) has p50 "
+                                 f"latency {p50!r}; a comparison needs a finite p50 > 0 ms. Re-run `vtool bench "
+                                 "--json` to get a valid result.")
+        try:
+            int(entry["batch_size"]), int(entry.get("concurrency", 1))
+        except (TypeError, ValueError):
+            raise UserInputError(f"'{file}' entry {number} has a non-numeric batch size or concurrency.") from None
     return data
 
 

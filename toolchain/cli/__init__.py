@@ -12,7 +12,8 @@ from toolchain import __version__
 
 app = typer.Typer(
     name="vtool",
-    help="Train, export, quantize, benchmark and prove parity of image classifiers (CNN, ResNet, ViT).",
+    help="Train, export, quantize, benchmark and prove parity of image classifiers (CNN, ResNet, ViT). Results "
+         "(tables, --json -) go to stdout; logs, warnings and progress go to stderr.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -31,11 +32,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs and third-party warnings."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Results only: no progress or INFO logs (warnings and "
+                                                          "errors still go to stderr)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     from toolchain.cli.common import setup_logging
 
-    setup_logging(verbose)
+    setup_logging(verbose, quiet)
 
 
 for _command in COMMANDS:

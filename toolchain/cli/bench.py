@@ -9,25 +9,26 @@ from typing import Any
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import console, finish, guarded, parse_int_list, parse_list
-from toolchain.cli.options import Json, Threads
+from toolchain.cli.common import console, finish, guarded, parse_int_list, parse_list, status_console, write_json
+from toolchain.cli.options import Json, Threads, model_options, output_options
+from toolchain.models.config import ModelOptions
 
-WIDE = 170  # piped or redirected output gets room for the wide tables instead of 80 columns
+SCHEMAS = {"bench": "vtool.bench/1", "compare": "vtool.bench-compare/1", "preprocess": "vtool.bench-preprocess/1"}
 
 
-def _write(data: dict[str, Any], json_out: Path | None, markdown: Path | None = None, plot: Path | None = None) -> None:
-    """--json, --markdown and --plot, each named once written."""
-    from toolchain.report import write_result, write_text
+def _write(data: dict[str, Any], json_out: Path | None, markdown: Path | None = None, plot: Path | None = None,
+           schema: str = SCHEMAS["bench"]) -> None:
+    """--json (`-`: stdout), --markdown and --plot; each file named on stderr once written."""
+    from toolchain.report import write_text
     from toolchain.report.bench import bench_markdown
     from toolchain.report.plots import bench_plot
 
-    out = console()
     if json_out:
-        out.print(f"wrote {write_result(json_out, data)}")
+        write_json(json_out, data, schema)
     if markdown:
-        out.print(f"wrote {write_text(markdown, bench_markdown(data))}")
+        status_console().print(f"wrote {write_text(markdown, bench_markdown(data))}")
     if plot:
-        out.print(f"wrote {bench_plot(data, plot)}")
+        status_console().print(f"wrote {bench_plot(data, plot)}")
 
 
 def _compare(old: Path, new: Path, max_regression: float, json_out: Path | None) -> None:
@@ -37,27 +38,30 @@ def _compare(old: Path, new: Path, max_regression: float, json_out: Path | None)
     comparison = compare_results(load_result(old), load_result(new), max_regression)
     view = [compare_table(comparison.to_dict()), *(f"note: environment changed: {n}" for n in comparison.notes)]
     for item in view:
-        console(min_width=WIDE).print(item)
-    _write(comparison.to_dict(), json_out)
+        console().print(item)
+    _write(comparison.to_dict(), json_out, schema=SCHEMAS["compare"])
     finish(comparison, [])
 
 
-def _preprocess(models: list[str], duration: float | None, threads: int | None, json_out: Path | None) -> None:
+def _preprocess(models: list[str], duration: float | None, threads: int | None, json_out: Path | None,
+                options: ModelOptions | None) -> None:
     import tempfile
 
     from toolchain.bench.preprocessing import preprocess_throughput, save_photos
     from toolchain.report.bench import preprocess_table
     from toolchain.sources import load_model
 
-    spec = load_model(models[0]).spec if models else None
+    spec = load_model(models[0], options=options).spec if models else None
     with tempfile.TemporaryDirectory(prefix="vtool-photos-") as folder:
         rows = preprocess_throughput(save_photos(folder), spec, duration_s=duration or 2.0, threads=threads or 1)
-    console(min_width=WIDE).print(preprocess_table(rows))
-    _write({"preprocess": rows}, json_out)
+    console().print(preprocess_table(rows))
+    _write({"preprocess": rows}, json_out, schema=SCHEMAS["preprocess"])
 
 
 @app.command("bench")
 @guarded
+@output_options
+@model_options
 def bench_cmd(
     models: list[str] | None = typer.Argument(None, help="Models/artifacts to measure (default: every artifact under "
                                        "exported/, else the simple-cnn registry model).", show_default=False),
@@ -80,14 +84,20 @@ def bench_cmd(
                                               "exit 3 on a regression.", show_default=False),
     max_regression: float = typer.Option(0.1, "--max-regression", help="With --compare: allowed p50 slowdown."),
     preprocess: bool = typer.Option(False, "--preprocess", help="Measure image preprocessing throughput instead."),
+    options: ModelOptions | None = None,
 ) -> None:
-    """Benchmark latency and throughput of models on every runner, batch size and concurrency level."""
+    """Benchmark latency and throughput of models on every runner, batch size and concurrency level.
+
+    The model flags (--weights, --num-classes, --config, ...) apply to every MODEL that needs them (a registry
+    name or file.py:Class, a bare .onnx/.pt2/.ts file); artifacts and checkpoints carry their own.
+    """
     if compare is not None:
         return _compare(compare[0], compare[1], max_regression, json_out)
     if preprocess:
-        return _preprocess(models or [], duration, threads, json_out)
+        return _preprocess(models or [], duration, threads, json_out, options)
     from toolchain.bench import BenchConfig, WarmupPolicy, benchmark, default_models
     from toolchain.report.bench import bench_footnotes, bench_table
+    from toolchain.sources import load_model, options_for
 
     config = BenchConfig(
         backends=parse_list(backend) if backend is not None else None,
@@ -96,11 +106,12 @@ def bench_cmd(
         warmup=WarmupPolicy(min_iterations=warmup_iterations, min_s=warmup, max_s=max(10.0, warmup)),
         inputs=inputs, data=data,
     )
-    err = console(stderr=True)
+    loaded = [load_model(m, options=options_for(m, options), data=data) for m in (models or default_models())]
+    err = status_console()
     with err.status("benchmarking...") as status:
-        result = benchmark(models or default_models(), config, progress=lambda m: status.update(f"measuring {m}"))
+        result = benchmark(loaded, config, progress=lambda m: status.update(f"measuring {m}"))
     data_out = result.to_dict()
-    console(min_width=WIDE).print(bench_table(data_out))
+    console().print(bench_table(data_out))
     for line in bench_footnotes(data_out, warnings=False):  # warnings were logged already
         err.print(line)
     _write(data_out, json_out, markdown, plot)

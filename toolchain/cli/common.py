@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,13 +19,35 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("toolchain.cli")
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """Library code logs; the CLI shows vtool's INFO lines and hides third-party noise."""
+@dataclass
+class OutputState:
+    """Where this invocation's output goes: reset by the root callback, set by --quiet and --json -."""
+
+    quiet: bool = False
+    json_to_stdout: bool = False  # `--json -`: stdout carries only the JSON document; tables move to stderr
+
+
+OUTPUT = OutputState()
+PIPED_WIDTH = 1000  # piped or redirected results are never cut to 80 columns
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Library code logs; the CLI shows vtool's INFO lines (WARNING and up with --quiet) on stderr, never stdout,
+    and hides third-party noise."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
-    level = logging.DEBUG if verbose else logging.INFO
-    handler = RichHandler(show_time=False, show_path=False, rich_tracebacks=False, markup=False)
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    OUTPUT.quiet, OUTPUT.json_to_stdout = quiet, False
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    err = Console(stderr=True)
+    handler: logging.Handler
+    if err.is_terminal:
+        handler = RichHandler(console=err, show_time=False, show_path=False, rich_tracebacks=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:  # redirected (a file, CI, a pipe): one plain line per record, never wrapped or padded
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     from toolchain.distributed.config import is_main_process
 
     # a distributed job logs once: ranks other than 0 show errors only
@@ -39,14 +62,28 @@ def setup_logging(verbose: bool = False) -> None:
         os.environ.setdefault("TORCH_LOGS", "-torch")
 
 
-def console(stderr: bool = False, min_width: int | None = None) -> Any:
-    """A rich console; piped or redirected output gets at least `min_width` columns for wide tables."""
+def set_quiet(quiet: bool) -> None:
+    """--quiet after the command name: results only (no progress, no INFO logs; warnings still on stderr)."""
+    if quiet:
+        OUTPUT.quiet = True
+        logging.getLogger("toolchain").setLevel(max(logging.getLogger("toolchain").level, logging.WARNING))
+
+
+def console(stderr: bool = False) -> Any:
+    """The results console: stdout (stderr when `--json -` owns stdout); piped output is never cut to 80 columns."""
     from rich.console import Console
 
-    out = Console(stderr=stderr, highlight=False)
-    if min_width and not out.is_terminal:
-        out.width = max(out.width, min_width)
+    out = Console(stderr=stderr or OUTPUT.json_to_stdout, highlight=False)
+    if not out.is_terminal:
+        out.width = max(out.width, PIPED_WIDTH)
     return out
+
+
+def status_console() -> Any:
+    """Progress, spinners and 'wrote FILE' lines: always stderr, silent with --quiet."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, quiet=OUTPUT.quiet)
 
 
 def fail(message: str, code: int = 1, peer_lost: bool = False) -> typer.Exit:
@@ -66,15 +103,41 @@ def fail(message: str, code: int = 1, peer_lost: bool = False) -> typer.Exit:
     return typer.Exit(code)
 
 
+# Parameters every command names the same way: checked before the command starts any work.
+OUTPUT_FILES = {"json_path": "--json", "json_out": "--json", "markdown": "--markdown", "plot": "--plot"}
+OUTPUT_DIRS = {"out": "--out"}
+
+
+def check_arguments(kwargs: dict[str, Any]) -> None:
+    """What every command's flags must satisfy before any long work: --threads >= 1, and every output file
+    (--json, --markdown, --plot) and directory (--out) writable, a file where a file goes, a folder where a
+    folder goes (a read-only or full --out must fail before training, not after)."""
+    from toolchain.errors import UserInputError
+    from toolchain.outputs import check_writable
+
+    threads = kwargs.get("threads")
+    if threads is not None and threads < 1:
+        raise UserInputError(f"--threads must be >= 1, got {threads}; leave it out for the backend's default.")
+    for name, flag in OUTPUT_FILES.items():
+        if kwargs.get(name) is not None and str(kwargs[name]) != "-":  # `--json -` is stdout, not a file
+            check_writable(kwargs[name], flag, directory=False)
+    for name, flag in OUTPUT_DIRS.items():
+        if kwargs.get(name) is not None:
+            check_writable(kwargs[name], flag, directory=True)
+
+
 def guarded(func: F) -> F:
-    """The CLI's error boundary: VtoolError -> one line + its exit code (3 for a missed threshold), never a
-    traceback; Ctrl-C -> 130 after the library's atomic writes cleaned up."""
+    """The CLI's one error boundary: VtoolError -> one line + its exit code (3 only for a missed threshold); an
+    OSError (full disk, read-only file system, no permission...) -> one line naming the file; a sys.exit() in a
+    user's model code -> exit 1, never its own code; Ctrl-C -> 130 after the library's atomic writes cleaned up.
+    Output paths and --threads are checked before the command starts (check_arguments)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from toolchain.errors import VtoolError
+        from toolchain.errors import VtoolError, os_error_message
 
         try:
+            check_arguments(kwargs)
             return func(*args, **kwargs)
         except VtoolError as exc:
             raise fail(str(exc), exc.exit_code, getattr(exc, "peer_lost", False)) from None
@@ -82,6 +145,11 @@ def guarded(func: F) -> F:
             raise fail("interrupted; finished artifacts were kept, nothing half-written was left.", 130) from None
         except MemoryError:
             raise fail("out of memory; try a smaller --batch-size or fewer --samples.") from None
+        except OSError as exc:
+            raise fail(os_error_message(exc)) from None
+        except SystemExit as exc:  # only code vtool runs for the user (a model file) can get here
+            raise fail(f"a model's code called sys.exit({exc.code}) while vtool was running it; a model must not "
+                       "end the process (exit code 3 means a missed threshold only).") from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -107,9 +175,12 @@ def outcome(call: Callable[[], Any]) -> Any:
         return exc.result
 
 
-def finish(result: Any, view: list[Any], json_path: Path | None = None, data: Any = None, out: Any = None) -> None:
-    """Every command's tail: print the view, write --json (result.to_dict() unless `data`), then exit 3 when
-    the result failed its gate (the only place a failed result becomes an exit code)."""
+def finish(result: Any, view: list[Any], json_path: Path | None = None, data: Any = None, out: Any = None,
+           schema: str = "vtool.result/1") -> None:
+    """Every command's tail: print the view, write --json (result.to_dict() unless `data`; `-` is stdout) with
+    its schema id, then exit 3 when the result failed its gate (the only place a failed result becomes an exit
+    code; a result may carry its own `exit_code`, e.g. a pipeline whose stage failed on bad input). A distributed
+    job reports once, from rank 0."""
     from toolchain.distributed.config import is_main_process
     from toolchain.errors import ThresholdError
 
@@ -119,16 +190,43 @@ def finish(result: Any, view: list[Any], json_path: Path | None = None, data: An
     for item in view:
         out.print(item)
     if json_path is not None:
-        from toolchain.report import write_result
-
-        write_result(json_path, result.to_dict() if data is None else data)
+        write_json(json_path, result.to_dict() if data is None else data, schema)
     if result is not None and not result:
-        raise ThresholdError(result.message())
+        error = ThresholdError(result.message())
+        error.exit_code = getattr(result, "exit_code", ThresholdError.exit_code)
+        raise error
 
 
-def load_source(source: str | None, positional: str | None = None, weights: str | None = None,
-                num_classes: int | None = None, input_size: str | None = None, pretrained: bool | None = None) -> Any:
-    """The model of --model (or the MODEL argument) with the shared model options, as a LoadedModel."""
+def schema_id(command: str) -> str:
+    """`vtool.<command>/1`: the schema id every --json document of a command starts with (README: JSON schemas)."""
+    return f"vtool.{command}/1"
+
+
+def write_json(path: Path | str, data: dict[str, Any], schema: str) -> None:
+    """Write a --json document with its schema id first; `-` writes it to stdout (nothing else goes there)."""
+    from toolchain.report import jsonable, write_result
+
+    document = {"schema": schema, **{k: v for k, v in data.items() if k != "schema"}}
+    if str(path) == "-":
+        import json
+
+        sys.stdout.write(json.dumps(jsonable(document), indent=2, default=str) + "\n")
+        sys.stdout.flush()
+        return
+    status_console().print(f"wrote {write_result(path, document)}")
+
+
+def json_target(value: Path | None) -> Path | None:
+    """--json callback: `--json -` moves every table to stderr so stdout is one valid JSON document."""
+    if value is not None and str(value) == "-":
+        OUTPUT.json_to_stdout = True
+    return value
+
+
+def load_source(source: str | None, positional: str | None = None, options: Any = None,
+                data: str | None = None) -> Any:
+    """The model of --model (or the MODEL argument) with the shared model options, as a LoadedModel; `data` (the
+    --data source) names the classes when the model does not."""
     from toolchain.errors import UserInputError
     from toolchain.sources import load_model
 
@@ -137,8 +235,7 @@ def load_source(source: str | None, positional: str | None = None, weights: str 
     chosen = source or positional
     if not chosen:
         raise UserInputError("No model given: pass --model SRC (a registry name, run dir, checkpoint or artifact).")
-    return load_model(chosen, weights=weights, num_classes=num_classes, input_size=parse_size(input_size),
-                      pretrained=pretrained)
+    return load_model(chosen, options=options, data=data)
 
 
 def parse_size(value: str | None) -> tuple[int, int] | None:

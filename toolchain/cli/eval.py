@@ -7,32 +7,38 @@ from pathlib import Path
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import finish, guarded, load_source
+from toolchain.cli.common import finish, guarded, load_source, schema_id
 from toolchain.cli.launcher import Nproc, Workers, launch_if_asked
 from toolchain.cli.options import (
     BatchSize,
+    Data,
     Device,
-    InputSize,
     Json,
     Model,
     ModelArg,
-    NumClasses,
-    Pretrained,
     Runner,
     Split,
+    SplitFile,
+    TestData,
     Threads,
-    Weights,
+    model_options,
+    output_options,
 )
+from toolchain.models.config import ModelOptions
 
 
 @app.command("eval")
 @guarded
+@output_options
+@model_options
 def eval_cmd(
     ctx: typer.Context,
     model_arg: ModelArg = None,
     model: Model = None,
-    data: str = typer.Option(None, "--data", "-d", help="Data to score on (default: what the model recorded)."),
+    data: Data = None,
     split: Split = "test",
+    split_file: SplitFile = None,
+    test_data: TestData = None,
     out: Path = typer.Option(None, "--out", "-o", help="Write metrics.json and PNG plots here "
                                                        "(default: RUN_DIR/eval-SPLIT for a training run)."),
     backend: Runner = "auto",
@@ -41,11 +47,8 @@ def eval_cmd(
     batch_size: BatchSize = 64,
     nproc: Nproc = None,
     workers: Workers = 0,
-    weights: Weights = None,
-    num_classes: NumClasses = None,
-    input_size: InputSize = None,
-    pretrained: Pretrained = None,
     json_path: Json = None,
+    options: ModelOptions | None = None,
 ) -> None:
     """Score a model: accuracy, top-5, per-class precision/recall/F1, confusion matrix, misclassified images.
 
@@ -56,12 +59,12 @@ def eval_cmd(
     from toolchain.train import is_run_dir
 
     config = EvalConfig(split=split, runner=backend, device=device, threads=threads, batch_size=batch_size,
-                        workers=workers)
+                        workers=workers, split_file=split_file, test_data=test_data)
     if launch_if_asked(ctx, nproc, device, threads):
         return
-    loaded = load_source(model, model_arg, weights, num_classes, input_size, pretrained)
+    loaded = load_source(model, model_arg, options, data=data or (str(test_data) if test_data else None))
     source = Path(model or model_arg)
     if out is None and is_run_dir(source):
         out = source / f"eval-{split}"
     result = evaluate(loaded, data, config, out)
-    finish(result, eval_view(result), json_path)
+    finish(result, eval_view(result), json_path, schema=schema_id("eval"))

@@ -8,14 +8,17 @@ from pathlib import Path
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import finish, guarded, load_source, outcome
-from toolchain.cli.options import Data, Json, NumClasses, Weights
+from toolchain.cli.common import finish, guarded, load_source, outcome, schema_id
+from toolchain.cli.options import Data, Json, Overwrite, model_options, output_options
+from toolchain.models.config import ModelOptions
 
 MODEL_HELP = "Registry name, checkpoint, run dir, path/file.py:Class or HF dir (an eager PyTorch model)."
 
 
 @app.command("export")
 @guarded
+@output_options
+@model_options
 def export_cmd(
     model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     format: str = typer.Option(..., "--format", "-f", help="onnx, pt2 or torchscript."),
@@ -30,9 +33,9 @@ def export_cmd(
     min_agreement: float = typer.Option(1.0, "--min-agreement", help="Min top-1 agreement with the eager model."),
     samples: int = typer.Option(64, "--samples", help="Real images used to verify the export."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the artifact against the eager model."),
-    weights: Weights = None,
-    num_classes: NumClasses = None,
+    overwrite: Overwrite = False,
     json_path: Json = None,
+    options: ModelOptions | None = None,
 ) -> None:
     """Export a PyTorch model to ONNX, torch.export (.pt2) or TorchScript, then verify it on real images."""
     from toolchain.export import ExportConfig, export_model
@@ -40,7 +43,7 @@ def export_cmd(
 
     config = ExportConfig(format=format, opset=opset, out=out, dynamic_batch=not static_batch, exporter=exporter,
                           simplify=simplify, freeze=freeze, data=data, verify=verify, atol=atol,
-                          min_agreement=min_agreement, verify_samples=samples)
-    loaded = load_source(model, weights=weights, num_classes=num_classes)
+                          min_agreement=min_agreement, verify_samples=samples, overwrite=overwrite)
+    loaded = load_source(model, options=options, data=data)
     result = outcome(lambda: export_model(loaded, config))
-    finish(result, export_view(result), json_path)
+    finish(result, export_view(result), json_path, schema=schema_id("export"))

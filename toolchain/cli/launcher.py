@@ -25,7 +25,7 @@ def relaunch_args(ctx: typer.Context, drop: tuple[str, ...] = ("nproc",)) -> lis
     the parameters named in `drop`: what each worker runs. Only values that came from the command line or
     the environment are repeated; defaults stay defaults."""
     root = ctx.find_root()
-    args = ["--verbose"] if root.params.get("verbose") else []
+    args = [f"--{flag}" for flag in ("verbose", "quiet") if root.params.get(flag)]
     path, node = [], ctx
     while node.parent is not None:
         path.append(node.info_name or "")

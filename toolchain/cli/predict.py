@@ -7,12 +7,15 @@ from pathlib import Path
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import finish, guarded, load_source
-from toolchain.cli.options import Device, InputSize, Json, Model, ModelArg, NumClasses, Pretrained, Runner, Weights
+from toolchain.cli.common import finish, guarded, load_source, schema_id
+from toolchain.cli.options import Device, Json, Model, ModelArg, Runner, model_options, output_options
+from toolchain.models.config import ModelOptions
 
 
 @app.command("predict")
 @guarded
+@output_options
+@model_options
 def predict_cmd(
     model_arg: ModelArg = None,
     model: Model = None,
@@ -21,19 +24,17 @@ def predict_cmd(
     top_k: int = typer.Option(3, "--top-k", "-k", help="Labels per image."),
     backend: Runner = "auto",
     device: Device = "cpu",
-    weights: Weights = None,
-    num_classes: NumClasses = None,
-    input_size: InputSize = None,
-    pretrained: Pretrained = None,
     json_path: Json = None,
+    options: ModelOptions | None = None,
 ) -> None:
-    """Top-k labels with softmax confidence for images (class names from the model's spec)."""
+    """Top-k labels with softmax confidence for images (class names from the model's spec, --labels or --config)."""
     from toolchain.predict import PredictConfig, collect_images, predict
     from toolchain.report.tables import predict_view
 
     config = PredictConfig(top_k=top_k, runner=backend, device=device)
     paths = collect_images(image, folder)
-    loaded = load_source(model, model_arg, weights, num_classes, input_size, pretrained)
+    loaded = load_source(model, model_arg, options)
     results = predict(loaded, paths, config)
     finish(None, predict_view(loaded.name, results), json_path,
-           data={"model": loaded.describe(), "predictions": [p.to_dict() for p in results]})
+           data={"model": loaded.describe(), "classes": list(loaded.spec.labels),
+                 "predictions": [p.to_dict() for p in results]}, schema=schema_id("predict"))

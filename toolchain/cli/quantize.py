@@ -8,18 +8,22 @@ from typing import Annotated
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import deprecated, finish, guarded, load_source, outcome, parse_list
+from toolchain.cli.common import deprecated, finish, guarded, load_source, outcome, parse_list, schema_id
 from toolchain.cli.launcher import Nproc, launch_if_asked
-from toolchain.cli.options import InputSize, Json, NumClasses, Out
+from toolchain.cli.options import Json, Out, Overwrite, model_options, output_options
+from toolchain.models.config import ModelOptions
 
 MODEL_HELP = "fp32 source: checkpoint/run dir, registry name, fp32 ONNX artifact dir or .onnx file."
-DATA_HELP = ("Calibration + held-out data: digits, synthetic, an ImageFolder dir [default: the model's recorded "
-             "data, else bundled photo crops for ImageNet models].")
+DATA_HELP = ("Calibration + held-out data: digits, synthetic, an ImageFolder, a flat folder of images, an .npy "
+             "array (N,C,H,W preprocessed) [default: the model's recorded data, else bundled photo crops for ImageNet "
+             "models]. Judging images never overlap calibration.")
 Backend = Annotated[str | None, typer.Option("--backend", hidden=True, help="Deprecated: use --engine.")]
 
 
 @app.command("quantize")
 @guarded
+@output_options
+@model_options
 def quantize_cmd(
     ctx: typer.Context,
     model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
@@ -27,12 +31,31 @@ def quantize_cmd(
     data: str = typer.Option(None, "--data", "-d", help=DATA_HELP),
     engine: str = typer.Option("onnxruntime", "--engine", help="onnxruntime (QDQ ONNX) or torchao (PT2E, .pt2)."),
     backend: Backend = None,
-    calibration: str = typer.Option("minmax", "--calibration", help="minmax, entropy or percentile."),
+    calibration: str = typer.Option("mse", "--calibration",
+                                    help="Activation ranges: mse (least quantization error), minmax, percentile, "
+                                         "entropy (ONNX Runtime's KL calibrator)."),
     samples: int = typer.Option(256, "--samples", help="Calibration images (stratified over classes)."),
+    reconstruction: str = typer.Option("gptq", "--reconstruction",
+                                       help="Weights: gptq (layer-wise output error, activation-aware) or nearest."),
+    recon_samples: int = typer.Option(64, "--recon-samples", help="Calibration images driving gptq/bias correction."),
+    cle: str = typer.Option("auto", "--cle", help="Cross-layer equalization + high-bias absorption: auto (with "
+                                                  "--per-tensor), on, off."),
+    bias_correction: bool = typer.Option(False, "--bias-correction/--no-bias-correction",
+                                         help="Correct each layer's mean output shift from INT8 weights."),
+    smoothquant: float = typer.Option(None, "--smoothquant",
+                                      help="SmoothQuant alpha for transformer MatMul/Gemm [default: 0.5 on "
+                                           "transformers, off otherwise; 0 = off]."),
+    stream_alpha: float = typer.Option(None, "--stream-alpha",
+                                       help="Equalize CNN residual streams per channel (SmoothQuant for convs): "
+                                            "alpha [default: off; 0 = off]."),
+    min_speedup: float = typer.Option(1.0, "--min-speedup",
+                                      help="The float fallback stops before INT8 gets slower than this x fp32."),
+    distill: str = typer.Option("auto", "--distill", help="QAT: learn fp32's logits instead of labels: auto "
+                                                          "(when the data has no labels), on, off."),
     percentile: float = typer.Option(99.99, "--percentile", help="Percentile kept by --calibration percentile."),
     max_drop: float = typer.Option(None, "--max-drop", help="Max top-1 drop on labeled data [default: 0.01]."),
     min_agreement: float = typer.Option(None, "--min-agreement",
-                                        help="Min top-1 agreement with fp32 on unlabeled data [default: 0.99]."),
+                                        help="Min top-1 agreement with fp32 on unlabeled data [default: 0.95]."),
     eval_samples: int = typer.Option(None, "--eval-samples", help="Cap on held-out images [default: all / 200]."),
     target: str = typer.Option("auto", "--target", help="CPU preset: auto (detect), avx2, avx512, avx512-vnni, "
                                                         "amx, arm64, generic."),
@@ -42,18 +65,18 @@ def quantize_cmd(
     preset: str = typer.Option("auto", "--preset", help="Op preset: auto, cnn, vit (LayerNorm/Softmax/GELU float)."),
     exclude: str = typer.Option(None, "--exclude", help="Comma-separated ONNX node names to keep in float."),
     fallback: bool = typer.Option(True, "--fallback/--no-fallback",
-                                  help="On a missed budget try better calibration, then float layers."),
-    max_float_nodes: int = typer.Option(24, "--max-float-nodes", help="Most layers the fallback may keep float."),
+                                  help="On a missed budget keep the most damaging layers float (while faster)."),
+    max_float_nodes: int = typer.Option(8, "--max-float-nodes", help="Most layers the fallback may keep float."),
     epochs: int = typer.Option(3, "--epochs", help="QAT fine-tuning epochs."),
     lr: float = typer.Option(1e-4, "--lr", help="QAT learning rate."),
     augment: bool = typer.Option(False, "--augment/--no-augment", help="QAT: train-time augmentation."),
     nproc: Nproc = None,
     threads: int = typer.Option(None, "--threads", help="Inference threads for evaluation and the speed check."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure a quick speed ratio vs fp32."),
-    num_classes: NumClasses = None,
-    input_size: InputSize = None,
     out: Out = None,
+    overwrite: Overwrite = False,
     json_path: Json = None,
+    options: ModelOptions | None = None,
 ) -> None:
     """Quantize a model to INT8 (or fp16), check it on held-out data and write an artifact."""
     from toolchain.quantize import QuantConfig, quantize
@@ -61,10 +84,13 @@ def quantize_cmd(
 
     config = QuantConfig(
         mode=mode, engine=deprecated("--backend", "--engine", backend, engine), calibration=calibration,
-        samples=samples, percentile=percentile, max_drop=max_drop, min_agreement=min_agreement,
+        samples=samples, reconstruction=reconstruction, recon_samples=recon_samples, cle=cle,
+        bias_correction=bias_correction, smoothquant=smoothquant, stream_alpha=stream_alpha,
+        min_speedup=min_speedup, distill=distill,
+        percentile=percentile, max_drop=max_drop, min_agreement=min_agreement,
         eval_samples=eval_samples, target=target, reduce_range=reduce_range, per_channel=per_channel, preset=preset,
         nodes_to_exclude=parse_list(exclude), fallback=fallback, max_float_nodes=max_float_nodes, epochs=epochs,
-        lr=lr, augment=augment, threads=threads, speed=speed, out=out,
+        lr=lr, augment=augment, threads=threads, speed=speed, out=out, overwrite=overwrite,
     )
     if nproc is not None and nproc > 1 and config.mode != "qat":
         from toolchain.errors import UserInputError
@@ -73,6 +99,6 @@ def quantize_cmd(
                              "--nproc or use --mode qat.")
     if launch_if_asked(ctx, nproc, "cpu", threads):
         return
-    loaded = load_source(model, num_classes=num_classes, input_size=input_size)
+    loaded = load_source(model, options=options, data=data)
     result = outcome(lambda: quantize(loaded, data, config))
-    finish(result, quantize_view(result), json_path)
+    finish(result, quantize_view(result), json_path, schema=schema_id("quantize"))

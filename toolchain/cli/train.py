@@ -7,13 +7,16 @@ from pathlib import Path
 import typer
 
 from toolchain.cli import app
-from toolchain.cli.common import console, finish, guarded, overrides, parse_size
+from toolchain.cli.common import finish, guarded, overrides, schema_id, status_console
 from toolchain.cli.launcher import Nproc, launch_if_asked
-from toolchain.cli.options import InputSize, Json, Model, NumClasses, Overwrite, Pretrained, Threads, Weights
+from toolchain.cli.options import Json, Model, Overwrite, SplitFile, TestData, Threads, model_options, output_options
+from toolchain.models.config import ModelOptions
 
 
 @app.command("train")
 @guarded
+@output_options
+@model_options
 def train_cmd(
     ctx: typer.Context,
     model: Model = None,
@@ -39,6 +42,8 @@ def train_cmd(
     threads: Threads = None,
     val_fraction: float = typer.Option(0.15, help="Share of each class held out for validation."),
     test_fraction: float = typer.Option(0.15, help="Share of each class held out for the final test."),
+    split_file: SplitFile = None,
+    test_data: TestData = None,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     nproc: Nproc = None,
     workers: int = typer.Option(None, "--workers", help="DataLoader processes decoding images when a split is too "
@@ -46,11 +51,8 @@ def train_cmd(
     sync_bn: bool = typer.Option(None, "--sync-bn/--no-sync-bn",
                                  help="With --nproc on CUDA GPUs: BatchNorm statistics over all processes' images."),
     overwrite: Overwrite = False,
-    weights: Weights = None,
-    num_classes: NumClasses = None,
-    input_size: InputSize = None,
-    pretrained: Pretrained = None,
     json_path: Json = None,
+    options: ModelOptions | None = None,
 ) -> None:
     """Train a classifier; writes best.pt (load it with --model RUN_DIR), last.pt, history.json, curves.png.
 
@@ -69,13 +71,13 @@ def train_cmd(
 
     given = {k: v for k, v in overrides(TrainConfig, locals()).items() if k not in ("resume", "overwrite")}
     config = resume_config(out, **given) if resume else TrainConfig(**given, overwrite=overwrite)
-    data_config = DataConfig(source=data, val_fraction=val_fraction, test_fraction=test_fraction, seed=config.seed)
+    data_config = DataConfig(source=data, val_fraction=val_fraction, test_fraction=test_fraction, seed=config.seed,
+                             split_file=split_file, test_data=test_data)
     if launch_if_asked(ctx, nproc, config.device, threads, lambda _: last_good_checkpoint(out, nproc)):
         return
-    with training_bar(console(stderr=True)) as progress:
-        result = train(model, data_config, config, out, progress, threads=threads, weights=weights,
-                       num_classes=num_classes, input_size=parse_size(input_size), pretrained=pretrained)
-    finish(result, train_view(result), json_path)
+    with training_bar(status_console()) as progress:
+        result = train(model, data_config, config, out, progress, threads=threads, options=options)
+    finish(result, train_view(result), json_path, schema=schema_id("train"))
 
 
 def last_good_checkpoint(out: Path, nproc: int | None) -> str:

@@ -38,6 +38,7 @@ class ExportConfig:
     verify_runner: str = "auto"
     # Verification checks numbers, not speed: one thread is deterministic and immune to oversubscribed CPUs.
     verify_threads: int | None = 1
+    overwrite: bool = False  # replace an existing artifact at `out` (anything else there is never replaced)
 
     def __post_init__(self) -> None:
         self.format = str(self.format).lower()

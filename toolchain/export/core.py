@@ -1,18 +1,17 @@
 """export_model(): eager model -> verified artifact directory, written atomically.
 
 The model file and manifest are built and verified in a hidden staging directory beside the
-destination, then moved into place with artifact.atomic_dir. A failed export leaves nothing
-behind; a failed verification is written with status "failed" (beside an existing good artifact,
-never over it) and raises ExportVerificationError (exit code 3).
+destination (under its lock), then renamed into place (outputs.commit_dir). An existing artifact is
+replaced only with `overwrite`. A failed export leaves nothing behind; a failed verification is
+written with status "failed" (beside an existing good artifact, never over it) and raises
+ExportVerificationError (exit code 3).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,10 @@ from toolchain.artifact import (
     MANIFEST,
     Artifact,
     Manifest,
-    atomic_dir,
     is_artifact_dir,
     library_versions,
     load_artifact,
+    record_files,
 )
 from toolchain.data import photo_crops
 from toolchain.errors import ArtifactError, ExportError, ThresholdError, UserInputError, VtoolError
@@ -35,6 +34,7 @@ from toolchain.export.formats import WRITERS, export_failure
 from toolchain.export.verify import verify_export
 from toolchain.inputs import EvalInputs, data_config_of, evaluation_inputs
 from toolchain.models import LoadedModel
+from toolchain.outputs import atomic_write_text, check_destination, commit_dir, destination_lock, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,9 @@ def source_record(loaded: LoadedModel, inputs: EvalInputs | None, config: Export
         data_config = asdict(inputs.bundle.config)
     if data_config is not None:
         record["data_config"] = data_config
-    if "data" in loaded.info:
-        record["data"] = loaded.info["data"]
-    if "metrics" in loaded.info:
-        record["metrics"] = loaded.info["metrics"]
+    for key in ("data", "metrics", "split", "options", "pretrained"):  # the split is reused downstream
+        if key in loaded.info:
+            record[key] = loaded.info[key]
     return record
 
 
@@ -121,14 +120,6 @@ def _is_good_artifact(path: Path) -> bool:
         return load_artifact(path).manifest.status == "ok"
     except ArtifactError:
         return False
-
-
-def _staging_dir(dest: Path) -> Path:
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.build-", dir=dest.parent))
-    except OSError as exc:
-        raise UserInputError(f"Cannot write to '{dest.parent}' ({exc.strerror}); choose a writable --out.") from None
 
 
 def _example_input(loaded: LoadedModel, inputs: EvalInputs | None, batch: int) -> Any:
@@ -156,9 +147,8 @@ def verification_inputs(loaded: LoadedModel, config: ExportConfig) -> EvalInputs
 
 def export_model(loaded: LoadedModel | str, config: ExportConfig) -> ExportResult:
     """Export an eager model (a LoadedModel or a --model source) to config.format, verify it, and write the
-    artifact directory atomically. A failed verification raises ExportVerificationError carrying the result."""
-    import torch
-
+    artifact directory atomically. An existing artifact at --out is replaced only with config.overwrite; a failed
+    verification raises ExportVerificationError carrying the result."""
     from toolchain.sources import as_loaded
 
     loaded = as_loaded(loaded)
@@ -168,18 +158,21 @@ def export_model(loaded: LoadedModel | str, config: ExportConfig) -> ExportResul
             "export needs a PyTorch model: a registry name, a training checkpoint or file.py:Class."
         )
     dest = Path(config.out) if config.out is not None else default_out_dir(loaded, config.format)
-    if dest.exists() and not is_artifact_dir(dest) and (not dest.is_dir() or any(dest.iterdir())):
-        raise UserInputError(
-            f"--out '{dest}' exists and is not an artifact directory; export only replaces artifacts. "
-            "Choose a new or empty --out."
-        )
+    check_destination(dest, sources=(loaded.checkpoint,), overwrite=config.overwrite, replaceable=is_artifact_dir)
+    with destination_lock(dest):  # a second export to the same --out fails at once instead of racing this one
+        return _export(loaded, config, dest)
+
+
+def _export(loaded: LoadedModel, config: ExportConfig, dest: Path) -> ExportResult:
+    import torch
+
     # Resolve the verification images first: bad --data fails before anything is exported or written.
     inputs = verification_inputs(loaded, config) if config.verify else None
     module = loaded.module.eval()
     fmt = config.format
     manifest = Manifest(format=fmt, model_file=FORMAT_FILES[fmt], spec=loaded.spec.to_dict(),
                         source=source_record(loaded, inputs, config))
-    staging = _staging_dir(dest)
+    staging = staging_dir(dest, "build")
     try:
         log.info("exporting %s to %s (%s)", loaded.name, fmt, dest)
         example = _example_input(loaded, inputs, config.example_batch)
@@ -189,6 +182,11 @@ def export_model(loaded: LoadedModel | str, config: ExportConfig) -> ExportResul
                 details = WRITERS[fmt](module, example, staging / manifest.model_file, loaded.spec, config)
         except VtoolError:
             raise
+        except OSError as exc:
+            if exc.errno is None:  # an exporter's own failure, not the disk's
+                raise export_failure(exc, fmt, loaded.name, config) from exc
+            # a full disk, a read-only file system...: the CLI names --out and what to do
+            raise OSError(exc.errno, exc.strerror, str(dest)) from None
         except Exception as exc:  # exporters raise many types; each becomes one line naming the op
             raise export_failure(exc, fmt, loaded.name, config) from exc
         export_time = round(time.perf_counter() - start, 3)
@@ -212,13 +210,12 @@ def export_model(loaded: LoadedModel | str, config: ExportConfig) -> ExportResul
             manifest.status = "ok" if verification["passed"] else "failed"
         else:
             manifest.verification = {"skipped": True, "summary": "verification was turned off"}
-        target = dest
+        target, overwrite = dest, config.overwrite
         if manifest.status == "failed" and _is_good_artifact(dest):
-            target = dest.with_name(f"{dest.name}.failed")
-        with atomic_dir(target) as tmp:
-            for item in staging.iterdir():
-                os.replace(item, tmp / item.name)
-            (tmp / MANIFEST).write_text(manifest.to_json())
+            target, overwrite = dest.with_name(f"{dest.name}.failed"), True  # beside the good one, never over it
+        record_files(manifest, staging)
+        atomic_write_text(staging / MANIFEST, manifest.to_json())
+        commit_dir(staging, target, overwrite=overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     result = ExportResult(load_artifact(target), export_time, manifest.verification)

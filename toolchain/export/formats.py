@@ -14,6 +14,7 @@ from typing import Any
 
 from toolchain.errors import ExportError
 from toolchain.export.config import ExportConfig
+from toolchain.outputs import atomic_write_bytes
 from toolchain.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,20 @@ def _batch_dim() -> Any:
 
 def parameter_bytes(module: Any) -> int:
     return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+
+
+def save_serialized(save: Callable[[Any], None], path: Path, what: str) -> None:
+    """Serialise into memory, then write the bytes through vtool's checked writer: torch's own file writers
+    abort the whole process on a full disk (a C++ exception thrown in a destructor) and leave a 0-byte file."""
+    import io
+
+    buffer = io.BytesIO()
+    save(buffer)
+    data = buffer.getvalue()
+    if not data:
+        raise ExportError(f"{what} produced an empty file for {path.name}; nothing was written. Re-run the export; "
+                          "if it persists, try another --format.")
+    atomic_write_bytes(path, data)
 
 
 # ---------------------------------------------------------------- ONNX
@@ -177,7 +192,7 @@ def write_pt2(module: Any, example: Any, path: Path, spec: ModelSpec, config: Ex
 
     shapes = ({0: _batch_dim()},) if config.dynamic_batch else None
     program = torch.export.export(module, (example,), dynamic_shapes=shapes)
-    torch.export.save(program, str(path))
+    save_serialized(lambda buffer: torch.export.save(program, buffer), path, "torch.export.save")
     return {"exporter": "torch.export.export", "strict": False, "nodes": len(program.graph.nodes)}
 
 
@@ -198,7 +213,7 @@ def write_torchscript(module: Any, example: Any, path: Path, spec: ModelSpec, co
                               if w.category.__name__ == "TracerWarning"})
     for message in tracer_warnings:
         log.debug("tracer warning: %s", message)
-    torch.jit.save(traced, str(path))
+    save_serialized(lambda buffer: torch.jit.save(traced, buffer), path, "torch.jit.save")
     return {
         "exporter": "torch.jit.trace",
         "strict": False,

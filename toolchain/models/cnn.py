@@ -29,11 +29,13 @@ def _simple_cnn(num_classes: int, input_size: tuple[int, int], pretrained: bool,
 
 register_model(
     "simple-cnn",
+    params=188_810,
     description="Teaching CNN: conv 32-64-64 + max-pool, FC 128, dropout 0.5",
     family="cnn",
 )(_simple_cnn)
 register_model(
     "tiny-cnn",
+    params=12_266,
     description="simple-cnn at widths 8-16-16, FC 32: for tests",
     family="cnn",
     kwargs={"widths": (8, 16, 16), "hidden": 32},
@@ -91,11 +93,13 @@ def _resnet_cnn(
 
 register_model(
     "resnet-cnn",
+    params=2_797_610,
     description="ResNet for small images: BatchNorm, 4 stages 32-256 x 2 residual blocks, GAP, dropout",
     family="resnet",
 )(_resnet_cnn)
 register_model(
     "tiny-resnet",
+    params=36_442,
     description="resnet-cnn at widths 8-12-16-24: for tests",
     family="resnet",
     kwargs={"widths": (8, 12, 16, 24)},

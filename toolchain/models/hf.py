@@ -33,10 +33,10 @@ def build_hf_from_config(config_dict: dict[str, Any]) -> Any:
     """Rebuild a transformers classifier from its config dict (no weights, no remote code)."""
     from transformers import AutoConfig, AutoModelForImageClassification
 
-    cfg = dict(config_dict)
+    cfg = {k: v for k, v in config_dict.items() if k != "auto_map"}  # auto_map names remote code: never used
     model_type = cfg.pop("model_type", "vit")
     config = AutoConfig.for_model(model_type, **cfg)
-    return make_hf_wrapper(AutoModelForImageClassification.from_config(config))
+    return make_hf_wrapper(AutoModelForImageClassification.from_config(config, trust_remote_code=False))
 
 
 def _vit_factory(
@@ -69,11 +69,13 @@ def _vit_factory(
 
 register_model(
     "vit-tiny",
+    params=1_806_538,
     description="transformers ViT, patch 4, 6 layers x 192 dims, 3 heads",
     family="vit",
 )(_vit_factory)
 register_model(
     "tiny-vit",
+    params=21_162,
     description="vit-tiny at 2 layers x 32 dims: for tests",
     family="vit",
     kwargs={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},

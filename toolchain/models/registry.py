@@ -40,6 +40,9 @@ class ModelEntry:
     class_names_fn: Callable[[], tuple[str, ...]] | None = None
     pretrained_by_default: bool = False
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # parameters at the entry's defaults (default class count and input size): stated at registration, so
+    # `vtool models` lists the registry without building any network (tests check each against a built one)
+    params: int | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

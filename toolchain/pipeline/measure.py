@@ -61,7 +61,7 @@ def parity_all(reference: LoadedModel, artifacts: dict[str, Path], config: Pipel
     for name, path in artifacts.items():
         candidate = load_model(str(path))
         parity_cfg = ParityConfig(data=config.data, split=part, max_drop=config.max_drop,
-                                  min_agreement=config.min_agreement, threads=config.threads)
+                                  min_agreement=config.min_agreement, threads=config.threads, gate=config.gate)
         results[name] = check_parity(reference, candidate, parity_cfg).to_dict()
         log.info("parity %s: agreement %.4f, passed %s", name, results[name]["agreement"], results[name]["passed"])
     json_path = out / "parity.json"

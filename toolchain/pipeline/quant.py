@@ -20,7 +20,7 @@ def run_quantization(reference: LoadedModel, onnx_dir: Path, mode: str, dest: Pa
     labelled = config.data is not None
     quant_cfg = QuantConfig(mode=mode, samples=config.samples, epochs=config.qat_epochs,
                             max_drop=config.max_drop if labelled else None, min_agreement=config.min_agreement,
-                            threads=config.threads, seed=config.seed)
+                            threads=config.threads, seed=config.seed, overwrite=True)  # the run's own artifact
     result = quantize(source, config.data, quant_cfg, out=dest)
     summary = {k: v for k, v in result.to_dict().items() if k != "attempts"}
     return {**summary, "path": str(dest), "attempts": len(result.attempts)}

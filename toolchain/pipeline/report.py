@@ -34,6 +34,10 @@ class RunRecord:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
     curves: str | None = None  # training curves PNG (this run's, or the checkpoint's run's)
+    failures: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> {"error", "exit_code"}
+    classes: list[str] = field(default_factory=list)  # the reference's class names, in index order
+    gate: str = ""  # the gate rule, in words
+    split: dict[str, Any] = field(default_factory=dict)  # how the data was split (datasplit.describe_split)
 
 
 def _read(path: str | Path | None) -> dict[str, Any]:
@@ -60,16 +64,34 @@ def build_rows(bench: dict[str, Any], parity: dict[str, Any], reference_name: st
             row[f"p50_b{b}_ms"] = by_batch.get(b, {}).get("latency_ms", {}).get("p50")
         row["throughput_ips"] = by_batch.get(largest, {}).get("throughput_ips")
         par = parity.get(model, {})
-        row["accuracy"] = reference_acc if is_ref else par.get("top1_cand")
-        row["top1_delta"] = None if is_ref else par.get("top1_delta")
-        row["agreement"] = None if is_ref else par.get("agreement")
-        row["passed"] = None if is_ref else par.get("passed")
+        _parity_cells(row, par, reference_acc if is_ref else None, is_ref)
         rows.append(row)
+    measured = {model for model, _ in groups}
+    for model, par in parity.items():  # an artifact whose bench failed still shows its parity
+        if model not in measured:
+            row = {"artifact": model, "runner": par.get("candidate", {}).get("runner"), "format": None,
+                   "precision": None, "size_mb": None, **{f"p50_b{b}_ms": None for b in batch_sizes},
+                   "throughput_ips": None}
+            _parity_cells(row, par, None, False)
+            rows.append(row)
     ref_ips = next((r["throughput_ips"] for r in rows if r["artifact"] == REFERENCE_NAME and r["runner"] == "torch"),
                    None)
     for row in rows:
         row["speedup"] = row["throughput_ips"] / ref_ips if ref_ips and row["throughput_ips"] else None
     return rows
+
+
+def _parity_cells(row: dict[str, Any], par: dict[str, Any], reference_acc: float | None, is_ref: bool) -> None:
+    row["accuracy"] = reference_acc if is_ref else par.get("top1_cand")
+    for key in ("top1_delta", "agreement", "passed", "flips", "n"):
+        row[key] = None if is_ref else par.get(key)
+
+
+def parity_details(parity: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per artifact: n, flips, the agreement interval, and why it failed (or passed only as inconclusive)."""
+    return {name: {"n": p.get("n"), "flips": p.get("flips"), "agreement_ci": p.get("agreement_ci"),
+                   "failures": p.get("failures", []), "notes": (p.get("gate") or {}).get("notes", []),
+                   "data": (p.get("data") or {}).get("part")} for name, p in parity.items()}
 
 
 def build_report(record: RunRecord) -> tuple[dict[str, Any], dict[str, str]]:
@@ -97,6 +119,8 @@ def build_report(record: RunRecord) -> tuple[dict[str, Any], dict[str, str]]:
     passed = [r["passed"] for r in rows if r["passed"] is not None]
     if passed:
         summary["parity"] = f"{sum(passed)}/{len(passed)} pass"
+    if record.failures:
+        summary["failed stages"] = ", ".join(record.failures)
     best = max((r for r in rows if r.get("speedup")), key=lambda r: r["speedup"], default=None)
     if best:
         summary["fastest"] = f"{best['artifact']} / {best['runner']} ({best['speedup']:.2f}x)"
@@ -105,7 +129,9 @@ def build_report(record: RunRecord) -> tuple[dict[str, Any], dict[str, str]]:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "batch_sizes": list(record.batch_sizes), "device": "cpu", "rows": rows, "summary": summary,
         "stages": dict(record.stages), "parity_data": first.get("data", {}).get("source", record.data),
-        "env": dict(_flatten_env(env)),
+        "env": dict(_flatten_env(env)), "classes": list(record.classes), "gate": record.gate,
+        "split": dict(record.split), "parity": parity_details(parity),
+        "failures": [{"stage": name, "error": f.get("error", "")} for name, f in record.failures.items()],
     }
     files = {"html": str(out / "report.html"), "markdown": str(out / "report.md"), "json": str(out / "report.json")}
     write_text(files["html"], render_html(report, plots))

@@ -2,8 +2,9 @@
 
 Flow: refuse already-quantized or untrainable-for-QAT sources -> resolve calibration and held-out
 data -> fp32 ONNX (exported through toolchain.export when given a PyTorch model) -> quantize
-(ORT static QDQ, torchao PT2E PTQ/QAT, ORT dynamic, fp16) -> judge against the budget on held-out
-data, with the fallback for static PTQ -> speed ratio -> atomic artifact with a full manifest.
+(vtool's static PTQ steps on ONNX, torchao PT2E PTQ/QAT, ORT dynamic, fp16) -> judge against the
+budget on held-out data (the speed-weighing float fallback for static PTQ) -> speed ratio -> atomic
+artifact with a full manifest. This module holds the pieces the modes share.
 """
 
 from __future__ import annotations
@@ -13,17 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from toolchain.artifact import Artifact, is_artifact_dir
-from toolchain.compare import Thresholds
 from toolchain.errors import ThresholdError, UserInputError
 from toolchain.models import LoadedModel
-from toolchain.quantize import budget as bud
-from toolchain.quantize import ort_ptq
+from toolchain.quantize import prep
 from toolchain.quantize.calib import QuantData
 from toolchain.quantize.config import HardwareProfile, QuantConfig
-from toolchain.runners import run_model
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +71,10 @@ def source_precision(model: LoadedModel) -> str | None:
     if model.artifact.manifest.precision in ("int8", "fp16"):
         return model.artifact.manifest.precision
     if model.artifact.format == "onnx":
-        ops = ort_ptq.quantized_ops(model.artifact.model_path)
+        ops = prep.quantized_ops(model.artifact.model_path)
         if ops:
             return f"int8 ({', '.join(ops[:3])})"
-        if ort_ptq.float16_tensors(model.artifact.model_path):
+        if prep.float16_tensors(model.artifact.model_path):
             return "fp16"
     return None
 
@@ -125,80 +121,6 @@ def fp32_onnx(model: LoadedModel, workdir: Path, data: str | None) -> tuple[Path
     result = export_model(model, ExportConfig(format="onnx", out=out, data=data, verify_samples=16))
     return result.artifact.model_path, {"fp32_onnx": "exported by toolchain.export (dynamo, dynamic batch)",
                                        "export": result.artifact.manifest.export}
-
-
-# ------------------------------------------------------------------ static PTQ with fallback
-
-
-def _settings(config: QuantConfig, resolved: dict[str, Any], calibration: str, vit: bool) -> ort_ptq.StaticSettings:
-    return ort_ptq.StaticSettings(
-        calibration=calibration, per_channel=config.per_channel, reduce_range=resolved["reduce_range"],
-        activation_type=resolved["activation_type"], weight_type=resolved["weight_type"],
-        percentile=config.percentile, op_types=list(ort_ptq.VIT_OP_TYPES) if vit else None,
-    )
-
-
-def static_ptq(pre: Path, data: QuantData, config: QuantConfig, resolved: dict[str, Any], budget: Thresholds,
-               ref: np.ndarray, workdir: Path, vit: bool) -> tuple[Path, list[bud.Attempt], dict[str, Any]]:
-    """Static QDQ; on a missed budget try other calibrations, then keep the most sensitive layers float."""
-    quantizer = ort_ptq.StaticQuantizer(pre, workdir, data)
-    base_exclude = list(config.nodes_to_exclude)
-    if vit:
-        base_exclude += ort_ptq.activation_matmuls(pre)
-    attempts: list[bud.Attempt] = []
-    extra: dict[str, Any] = {"sensitivity": None}
-
-    def attempt(step: str, calibration: str, float_nodes: list[str]) -> bud.Attempt:
-        out = workdir / f"int8-{len(attempts)}.onnx"
-        quantizer.quantize(_settings(config, resolved, calibration, vit), out, base_exclude + float_nodes)
-        cand = run_model(out, data.eval_x, "onnxruntime", spec=data.spec, threads=config.threads)
-        metrics, passed, reason = bud.judge(ref, cand, data.eval_labels, budget, data.spec.labels)
-        result = bud.Attempt(step, calibration, list(float_nodes), bud.summarize(metrics), passed, reason)
-        result.path = out  # type: ignore[attr-defined]
-        attempts.append(result)
-        log.info("%s (%s, %d layers float): agreement %.4f%s -> %s", step, calibration, len(float_nodes),
-                 metrics["agreement"],
-                 "" if metrics["top1_delta"] is None else f", top-1 delta {metrics['top1_delta']:+.4f}",
-                 "ok" if passed else reason)
-        return result
-
-    best = attempt("initial", config.calibration, [])
-    if not best.passed and config.fallback:
-        for method in ("percentile", "entropy", "minmax"):
-            if method == config.calibration or best.passed:
-                continue
-            tried = attempt(f"calibration:{method}", method, [])
-            if _score(tried) > _score(best):
-                best = tried
-        if not best.passed and config.max_float_nodes > 0:
-            candidates = [n for n in ort_ptq.quantizable_nodes(pre, None if not vit else ort_ptq.VIT_OP_TYPES)
-                          if n not in base_exclude]
-            probe = next(iter(data.calibration()))[:16].astype(np.float32)
-            ranking = bud.rank_sensitivity(pre, probe, candidates, workdir, data.spec, config.per_channel,
-                                           resolved["reduce_range"], config.threads)
-            extra["sensitivity"] = [{"node": n, "weight_sqnr_db": round(v, 2)} for n, v in ranking[:20]]
-            calibration = best.calibration
-            previous: set[str] = set()
-            for k in bud.exclusion_steps(config.max_float_nodes, len(ranking)):
-                chosen = ort_ptq.close_float_islands(pre, [n for n, _ in ranking[:k]])
-                if set(chosen) == previous:
-                    continue  # the Relu/Clip closure already kept these in float at the previous step
-                previous = set(chosen)
-                tried = attempt(f"float-top-{k}", calibration, chosen)
-                if _score(tried) > _score(best) or tried.passed:
-                    best = tried
-                if tried.passed:
-                    break
-    extra["float_nodes_base"] = base_exclude
-    extra["float_nodes_user"] = list(config.nodes_to_exclude)
-    extra["calibration_hash"] = dict(quantizer.calibration_info)
-    return best.path, attempts, extra  # type: ignore[attr-defined]
-
-
-def _score(attempt: bud.Attempt) -> tuple[bool, float]:
-    metrics = attempt.metrics
-    primary = metrics["top1_cand"] if metrics.get("top1_cand") is not None else metrics["agreement"]
-    return attempt.passed, primary + 1e-3 * metrics["agreement"]
 
 
 # ------------------------------------------------------------------ the stage

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -94,24 +94,26 @@ def _freeze_batchnorm(prepared: Any) -> None:
     prepared.recompile()
 
 
-def qat(module: Any, spec: ModelSpec, bundle: Any, epochs: int, lr: float, reduce_range: bool,
-        freeze_bn_after: float = 0.5, batch_size: int = 64, seed: int = 0,
-        augment: bool = False) -> tuple[Any, list[dict[str, Any]]]:
-    """QAT fine-tuning (torchvision's recipe): observers off for the last epoch, BN frozen after a fraction.
+def _prepare_qat(module: Any, spec: ModelSpec, reduce_range: bool) -> Any:
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    Returns the converted INT8 graph and per-epoch training figures.
-    """
-    import torch
-    from torchao.quantization.pt2e import disable_observer, move_exported_model_to_eval, move_exported_model_to_train
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
-
-    torch.manual_seed(seed)
     graph = export_graph(copy.deepcopy(module), spec)
     try:
-        prepared = prepare_qat_pt2e(graph, x86_quantizer(True, reduce_range))
+        return prepare_qat_pt2e(graph, x86_quantizer(True, reduce_range))
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"torchao could not prepare {spec.architecture} for QAT: {str(exc)[:200]}") from None
-    net, dist = ddp.qat_wrap(prepared)  # DDP inside torchrun (`vtool quantize --mode qat --nproc N`), else as is
+
+
+def _train(prepared: Any, epochs: int, lr: float, freeze_bn_after: float,
+           batches: Callable[[int], Iterable[tuple[Any, Any]]], loss_fn: Callable[[Any, Any], Any],
+           accuracy: bool, net: Any = None, dist: Any = None) -> tuple[Any, list[dict[str, Any]]]:
+    """The QAT loop (torchvision's recipe): observers off for the last epoch, BN frozen after a fraction. `net` is
+    `prepared` wrapped in DDP inside torchrun (`dist`: sums reduced over the ranks; only rank 0 converts)."""
+    import torch
+    from torchao.quantization.pt2e import disable_observer, move_exported_model_to_eval, move_exported_model_to_train
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    net = prepared if net is None else net
     optimizer = torch.optim.Adam(prepared.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
     freeze_bn_epoch = math.floor(epochs * freeze_bn_after)
@@ -122,31 +124,85 @@ def qat(module: Any, spec: ModelSpec, bundle: Any, epochs: int, lr: float, reduc
         if epoch >= observer_off_epoch:
             prepared.apply(disable_observer)
         if epoch >= freeze_bn_epoch and not bn_frozen:
-            _freeze_batchnorm(prepared)
             bn_frozen = True
         move_exported_model_to_train(prepared)
         if bn_frozen:
             _freeze_batchnorm(prepared)
         total, correct, loss_sum = 0, 0, 0.0
-        for x, y in ddp.qat_batches(bundle, batch_size, seed, epoch, augment, dist):
+        for x, target in batches(epoch):
             optimizer.zero_grad()
             out = net(x)
-            loss = torch.nn.functional.cross_entropy(out, y)
+            loss = loss_fn(out, target)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((out.argmax(1) == y).sum())
-            total += len(y)
+            loss_sum += float(loss.detach()) * len(x)
+            if accuracy:
+                correct += int((out.argmax(1) == target).sum())
+            else:
+                correct += int((out.argmax(1) == target.argmax(1)).sum())
+            total += len(x)
         scheduler.step()
-        loss_sum, correct, total = dist.all_reduce_sum([loss_sum, correct, total])
-        history.append({"epoch": epoch + 1, "loss": loss_sum / max(total, 1), "train_acc": correct / max(total, 1),
+        if dist is not None:
+            loss_sum, correct, total = dist.all_reduce_sum([loss_sum, correct, total])
+        history.append({"epoch": epoch + 1, "loss": loss_sum / max(total, 1),
+                        ("train_acc" if accuracy else "train_agreement"): correct / max(total, 1),
                         "observers": epoch < observer_off_epoch, "bn_frozen": bn_frozen})
-        log.info("QAT epoch %d/%d: loss %.4f, train acc %.4f%s%s", epoch + 1, epochs, history[-1]["loss"],
-                 history[-1]["train_acc"], ", BN frozen" if bn_frozen else "",
-                 ", observers off" if epoch >= observer_off_epoch else "")
-    ddp.qat_finish(dist)  # only rank 0 goes on to convert, export and write
+        log.info("QAT epoch %d/%d: loss %.4f, %s %.4f%s%s", epoch + 1, epochs, history[-1]["loss"],
+                 "train acc" if accuracy else "agreement with fp32", correct / max(total, 1),
+                 ", BN frozen" if bn_frozen else "", ", observers off" if epoch >= observer_off_epoch else "")
+    if dist is not None:
+        ddp.qat_finish(dist)  # only rank 0 goes on to convert, export and write
     move_exported_model_to_eval(prepared)
     return convert_pt2e(prepared), history
+
+
+def qat(module: Any, spec: ModelSpec, bundle: Any, epochs: int, lr: float, reduce_range: bool,
+        freeze_bn_after: float = 0.5, batch_size: int = 64, seed: int = 0,
+        augment: bool = False) -> tuple[Any, list[dict[str, Any]]]:
+    """QAT on labelled training images (cross-entropy). Returns the converted graph and per-epoch figures.
+    Inside torchrun (`vtool quantize --mode qat --nproc N`) the graph trains in DDP on each rank's share."""
+    import torch
+
+    torch.manual_seed(seed)
+    prepared = _prepare_qat(module, spec, reduce_range)
+    net, dist = ddp.qat_wrap(prepared)  # DDP inside torchrun, else as is
+
+    def batches(epoch: int) -> Iterable[tuple[Any, Any]]:
+        return ddp.qat_batches(bundle, batch_size, seed, epoch, augment, dist)
+
+    return _train(prepared, epochs, lr, freeze_bn_after, batches, torch.nn.functional.cross_entropy, True, net, dist)
+
+
+def qat_distill(module: Any, spec: ModelSpec, images: Callable[[], Iterable[np.ndarray]], settings: Any,
+                reduce_range: bool, seed: int = 0) -> tuple[Any, list[dict[str, Any]]]:
+    """Label-free QAT: the fake-quantized student learns the fp32 model's logits (MSE) on unlabelled images.
+
+    BatchNorm stays frozen from the start: a pretrained network fine-tuned on a few hundred
+    unlabelled images must keep its ImageNet statistics, and the teacher runs in eval mode too.
+    """
+    import torch
+
+    from toolchain.distributed.config import in_torchrun
+    from toolchain.errors import UserInputError
+
+    if in_torchrun():
+        raise UserInputError("--nproc trains QAT on labelled images; distillation from the fp32 model (--distill, or "
+                             "data without labels) runs in one process: drop --nproc.")
+    torch.manual_seed(seed)
+    teacher = copy.deepcopy(module).eval()
+    prepared = _prepare_qat(module, spec, reduce_range)
+    cached: list[tuple[Any, Any]] = []
+
+    def batches(epoch: int) -> Iterable[tuple[Any, Any]]:
+        if not cached:
+            with torch.no_grad():
+                for batch in images():
+                    x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+                    cached.append((x, teacher(x).float()))
+        order = torch.randperm(len(cached), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        return [cached[i] for i in order]
+
+    return _train(prepared, settings.epochs, settings.lr, 0.0, batches, torch.nn.functional.mse_loss, False)
 
 
 def save_pt2(converted: Any, spec: ModelSpec, path: Path) -> None:
@@ -157,7 +213,9 @@ def save_pt2(converted: Any, spec: ModelSpec, path: Path) -> None:
         program = torch.export.export(converted, (_example(spec),), dynamic_shapes=_dynamic_batch(), strict=False)
     except Exception:  # noqa: BLE001 - fall back to the batch the graph was traced with
         program = torch.export.export(converted, (_example(spec),), strict=False)
-    torch.export.save(program, str(path))
+    from toolchain.export.formats import save_serialized
+
+    save_serialized(lambda buffer: torch.export.save(program, buffer), path, "torch.export.save")
 
 
 def export_onnx(converted: Any, spec: ModelSpec, path: Path, opset: int = 18) -> None:

@@ -70,16 +70,19 @@ def bench_footnotes(result: dict[str, Any], warnings: bool = True) -> list[str]:
 
 
 def bench_table(result: dict[str, Any]) -> Any:
-    """A rich Table of a bench result (fastest first per batch size; speedup vs the first entry measured)."""
+    """A rich Table of a bench result (fastest first per batch size; speedup vs the first entry measured), with a
+    'compile s' column when a runner compiled on its first call."""
     from rich.table import Table
 
+    compiles = any(e.get("compile_s") is not None for e in result["entries"])
     table = Table(title="vtool bench", caption=env_line(result.get("env", {})), caption_justify="left")
-    for column in BENCH_COLUMNS:
+    for column in BENCH_COLUMNS + (("compile s",) if compiles else ()):
         left = column in ("model", "runner", "prec")
         table.add_column(column, justify="left" if left else "right", no_wrap=column != "model",
                          overflow="fold")
-    for row in bench_rows(result):
-        table.add_row(*row)
+    for row, (entry, _, _) in zip(bench_rows(result), rank_entries(result["entries"]), strict=True):
+        compile_s = entry.get("compile_s")
+        table.add_row(*row, *(("-" if compile_s is None else f"{compile_s:.1f}",) if compiles else ()))
     return table
 
 

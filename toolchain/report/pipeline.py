@@ -88,7 +88,37 @@ td.pass{color:#116329;font-weight:600}td.fail{color:#cf222e;font-weight:700}
 figure{margin:0}img{max-width:100%;border:1px solid #eaeef2}figcaption{color:#57606a;font-size:.85rem}
 .cards{display:flex;gap:1rem;flex-wrap:wrap}.card{background:#f6f8fa;border-radius:8px;padding:.8rem 1.2rem}
 .card b{display:block;font-size:1.4rem}.missing{color:#8c959f;font-style:italic}
+.failures{border:2px solid #cf222e;border-radius:8px;padding:.5rem 1rem;background:#fff5f5}
+.failures li{color:#cf222e}.note{color:#9a6700}
 """
+
+
+def failure_lines(report: dict[str, Any]) -> list[str]:
+    """One line per failed stage, then one per artifact that failed parity (with the reason)."""
+    lines = [f"stage {f['stage']} failed: {f['error']}" for f in report.get("failures", [])]
+    for name, detail in (report.get("parity") or {}).items():
+        lines += [f"{name} failed parity: {why}" for why in detail.get("failures", [])]
+    return lines
+
+
+def note_lines(report: dict[str, Any]) -> list[str]:
+    """Gates that passed only as inconclusive, per artifact."""
+    return [f"{name}: {note}" for name, detail in (report.get("parity") or {}).items()
+            for note in detail.get("notes", [])]
+
+
+def _facts(report: dict[str, Any]) -> list[str]:
+    """Classes, split and gate rule: what the numbers mean."""
+    facts = []
+    if report.get("classes"):
+        facts.append(f"classes ({len(report['classes'])}): {', '.join(report['classes'][:30])}"
+                     + (" ..." if len(report["classes"]) > 30 else ""))
+    split = report.get("split") or {}
+    if split:
+        facts.append("split: " + ", ".join(f"{k} {v}" for k, v in split.items() if k != "split_file_sha256"))
+    if report.get("gate"):
+        facts.append(report["gate"])
+    return facts
 
 
 def render_html(report: dict[str, Any], plots: dict[str, str | Path | None]) -> str:
@@ -97,6 +127,11 @@ def render_html(report: dict[str, Any], plots: dict[str, str | Path | None]) -> 
     cards = "".join(
         f"<div class='card'>{html.escape(k)}<b>{html.escape(fmt_cell(v, k))}</b></div>" for k, v in summary.items()
     )
+    failures = failure_lines(report)
+    failed = ("<div class='failures'><b>Failed</b><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in failures)
+              + "</ul></div>") if failures else ""
+    notes = "".join(f"<p class='note'>{html.escape(line)}</p>" for line in note_lines(report))
+    facts = "".join(f"<p class='sub'>{html.escape(line)}</p>" for line in _facts(report))
     stages = report.get("stages", {})
     stage_rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{html.escape(info.get('status', ''))}</td>"
@@ -109,8 +144,10 @@ def render_html(report: dict[str, Any], plots: dict[str, str | Path | None]) -> 
 <p class="sub">model <b>{html.escape(str(report.get('model', '')))}</b> on data
 <b>{html.escape(str(report.get('data', '')))}</b> &middot; {html.escape(report.get('created', ''))}</p>
 <div class="cards">{cards}</div>
+{failed}
 <h2>Artifacts</h2>
 {_html_table(report.get('rows', []), columns(report.get('batch_sizes', [1])))}
+{notes}{facts}
 <p class="sub">Latency is the median (p50) per batch on {html.escape(str(report.get('device', 'cpu')))}, all rows
 measured in one run; speedup is throughput against the first row at the largest batch; parity compares each artifact
 with the original model on held-out real images ({html.escape(str(report.get('parity_data', '')))}).</p>
@@ -135,9 +172,12 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str | Path | None],
         "",
         f"Model `{report.get('model')}` on data `{report.get('data')}`, {report.get('created', '')}.",
         "",
+        *([f"**Failed:** {line}" for line in failure_lines(report)] + [""] if failure_lines(report) else []),
         "## Artifacts",
         "",
         markdown_rows(report.get("rows", []), columns(report.get("batch_sizes", [1]))),
+        "",
+        *[f"- {line}" for line in note_lines(report) + _facts(report)],
         "",
         "## Plots",
         "",

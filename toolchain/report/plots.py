@@ -27,18 +27,18 @@ def pyplot() -> Any:
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:
-    """Save a figure as PNG through a temp file and rename (never a half-written plot)."""
+    """Save a figure as PNG through a uniquely named temp file and rename (never a half-written plot)."""
+    import io
+
+    from toolchain.outputs import atomic_write_bytes
+
     plt = pyplot()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
+    buffer = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        tmp.replace(target)
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
-    return target
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def training_curves(history: Sequence[dict[str, Any]], path: str | Path) -> Path:

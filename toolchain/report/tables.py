@@ -23,16 +23,18 @@ def _table(title: str, columns: tuple[str, ...] | list[str], left: tuple[str, ..
     return table
 
 
-def models_view(entries: list[Any], params: dict[str, int]) -> View:
-    """The registry: name, family, parameters, input size, where pretrained weights come from."""
+def models_view(entries: list[Any]) -> View:
+    """The registry: name, family, parameters (at the entry's defaults), input size, where pretrained weights come
+    from."""
     from rich.table import Table
 
     table = Table(title="vtool models")
     for column in ("name", "family", "params", "input", "pretrained weights", "description"):
-        table.add_column(column, no_wrap=column == "name")
+        table.add_column(column, no_wrap=column == "name", justify="right" if column == "params" else "left")
     for entry in entries:
-        table.add_row(entry.name, entry.family, f"{params[entry.name] / 1e6:.2f}M",
-                      "x".join(map(str, entry.input_size)), entry.pretrained_source, entry.description)
+        params = "n/a" if entry.params is None else f"{entry.params / 1e6:.2f}M"
+        table.add_row(entry.name, entry.family, params, "x".join(map(str, entry.input_size)), entry.pretrained_source,
+                      entry.description)
     return [table]
 
 
@@ -100,6 +102,11 @@ def parity_view(result: Any) -> View:
                   f"{fmt_metric(m['top1_delta'])} ({drop})")
     table.add_row("top-5", fmt_metric(m["top5_ref"]), fmt_metric(m["top5_cand"]), "")
     agree = f"min {limits.min_agreement:g}" if limits.min_agreement is not None else ""
+    ci = m.get("agreement_ci")
+    if ci:
+        flips = m.get("flips", 0)
+        agree = f"95% CI [{ci[0]:.3f}, {ci[1]:.3f}], {flips} flip{'s' if flips != 1 else ''} of {m['n']}" + (
+            f" ({agree})" if agree else "")
     table.add_row("top-1 agreement", "", fmt_metric(m["agreement"]), agree)
     table.add_row("cosine (mean)", "", fmt_metric(m["cosine_mean"], 6), "")
     gate = limits.max_abs_diff
@@ -109,24 +116,47 @@ def parity_view(result: Any) -> View:
     if m["flips_per_class"]:
         flips = ", ".join(f"{escape(name)}: {count}" for name, count in m["flips_per_class"].items())
         view.append(f"top-1 flips by reference class: {flips}")
-    view.append("[green]PASSED[/green]" if result else "[red]FAILED[/red]: " + escape("; ".join(result.failures)))
+    notes = result.notes
+    view += [escape(note) for note in notes]
+    view.append(escape(limits.statement))
+    if result:
+        view.append("[green]PASSED[/green]" + (" [yellow](inconclusive)[/yellow]" if notes else ""))
+    else:
+        view.append("[red]FAILED[/red]: " + escape("; ".join(result.failures)))
     return view
 
 
 def quantize_view(result: Any) -> View:
-    """Every attempt (calibration, float layers, agreement, drop), then target, size, speed and notes."""
+    """The steps applied, every candidate (float layers, agreement, drop, SQNR, speed), then target, size, notes."""
     summary = result.summary
+    columns = ("step", "float layers", "agreement", "top-1", "drop", "SQNR dB", "vs fp32", "result")
     table = _table(f"quantize {summary['mode']} ({summary['engine']}): {result.path or 'nothing written'}",
-                   ("step", "calibration", "float layers", "agreement", "top-1", "drop", "result"),
-                   left=("step", "calibration", "float layers", "agreement", "top-1", "drop", "result"))
+                   columns, left=("step", "result"))
     for row in result.attempts:
-        drop = "" if row["top1_delta"] is None else f"{-row['top1_delta']:.4f}"
-        top1 = "" if row["top1_cand"] is None else f"{row['top1_cand']:.4f}"
-        table.add_row(row["step"], row["calibration"], str(row["float_nodes"]), f"{row['agreement']:.4f}", top1,
-                      drop, "ok" if row["passed"] else row["reason"])
+        drop = "" if row.get("top1_delta") is None else f"{-row['top1_delta']:.4f}"
+        top1 = "" if row.get("top1_cand") is None else f"{row['top1_cand']:.4f}"
+        sqnr = "" if row.get("sqnr_db") is None else f"{row['sqnr_db']:.1f}"
+        speed = "" if row.get("speedup_vs_fp32") is None else f"{row['speedup_vs_fp32']:.2f}x"
+        macs = row.get("float_macs_pct")
+        floats = str(row["float_nodes"]) + (f" ({macs:.1f}% MACs)" if macs else "")
+        table.add_row(row["step"], floats, f"{row['agreement']:.4f}", top1, drop, sqnr, speed,
+                      "ok" if row["passed"] else row["reason"])
+    view: View = []
+    steps = [s for s in summary.get("steps") or [] if s.get("applied")]
+    if steps:
+        view.append("steps: " + ", ".join(s["step"] for s in steps))
+    view.append(table)
     hw = summary.get("hardware", {})
     size = f"size {summary['size_fp32_mb']:.3f} MB -> {summary['size_mb']:.3f} MB ({summary['size_ratio']:.2f}x)"
-    view: View = [table, f"target {hw.get('target')} (detected: {hw.get('detected')}): {hw.get('note')}", size]
+    view += [f"target {hw.get('target')} (detected: {hw.get('detected')}): {hw.get('note')}", size]
+    judged = summary.get("parity") or {}
+    if judged.get("agreement_ci"):  # the chosen candidate against fp32, with its interval (compare.py's gate)
+        low, high = judged["agreement_ci"]
+        rule = (summary.get("budget") or {}).get("rule", "ci")
+        view.append(f"judged on {judged['n']} held-out images: agreement {judged['agreement']:.4f} (95% CI "
+                    f"[{low:.3f}, {high:.3f}], {judged.get('flips')} flips); gate rule '{rule}'")
+    if summary.get("float_summary"):
+        view.append(summary["float_summary"])
     speed = summary.get("speed") or {}
     for key in ("ratio_vs_fp32_onnx", "ratio_vs_fp32_torch"):
         if key in speed:
@@ -138,9 +168,16 @@ def quantize_view(result: Any) -> View:
 
 def pipeline_view(result: Any) -> View:
     """The artifact table, the stages with their status and time, and where the reports are."""
-    from toolchain.report.pipeline import rich_table
+    from rich.markup import escape
+
+    from toolchain.report.pipeline import failure_lines, note_lines, rich_table
 
     view: View = [rich_table(result.report)] if result.report else []
     view.append("stages: " + ", ".join(f"{n} {s['status']} ({s['seconds']:.1f}s)" for n, s in result.stages.items()))
+    report = result.report or {"failures": [{"stage": n, "error": f["error"]} for n, f in result.failures.items()]}
+    view += [f"[red]FAILED[/red] {escape(line)}" for line in failure_lines(report)]
+    view += [f"[yellow]{escape(line)}[/yellow]" for line in note_lines(report)]
+    if result.report.get("classes"):
+        view.append(escape(f"classes: {', '.join(result.report['classes'][:20])}"))
     view += [f"{kind} report: {path}" for kind, path in result.files.items()]
     return view

@@ -13,6 +13,7 @@ import numpy as np
 
 from toolchain.errors import UserInputError
 from toolchain.models import LoadedModel
+from toolchain.models.probe import check_logits
 
 DEVICES = ("cpu", "cuda")
 
@@ -55,7 +56,9 @@ class Runner(abc.ABC):
         self.check_input(batch)
         if not self.loaded:
             self.load()
-        return np.asarray(self.infer_impl(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
+        out = self.infer_impl(np.ascontiguousarray(batch, dtype=np.float32))
+        check_logits(out, self.spec, f"{self.model.name} ({self.name} runner)")
+        return np.asarray(out, dtype=np.float32)
 
     def infer_batched(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Logits for all of `x`, fed in chunks of `batch_size` (the last one may be smaller): the one place

@@ -64,6 +64,25 @@ def with_outputs(path: Any, names: list[str]) -> bytes:
     return model.SerializeToString()
 
 
+def check_signature(path: Any, inputs: list[Any], outputs: list[Any], spec: Any) -> None:
+    """An image classifier's graph: input (N, C, H, W) matching the spec, output (N, num_classes); checked at load
+    so a table model or a wrong --num-classes / --input-size is one line, not an ONNX Runtime error mid-run."""
+    expected = (spec.channels, *spec.input_size)
+    if len(inputs) != 4:
+        raise UserInputError(f"'{path}' takes an input of shape {list(inputs)}; vtool runs image classifiers whose "
+                             f"input is a (N, C, H, W) batch, here (N, {', '.join(map(str, expected))}).")
+    fixed = [(got, want) for got, want in zip(inputs[1:], expected, strict=True) if isinstance(got, int)]
+    if any(got != want for got, want in fixed):
+        height, width = (d if isinstance(d, int) else "?" for d in inputs[2:])
+        raise UserInputError(f"'{path}' expects images of shape {list(inputs[1:])}, not {list(expected)}; pass "
+                             f"--input-size {height}x{width} (a bare model file does not record its input size).")
+    if len(outputs) != 2:
+        raise UserInputError(f"'{path}' returns shape {list(outputs)}; vtool expects logits of shape (N, classes).")
+    if isinstance(outputs[1], int) and outputs[1] != spec.num_classes:
+        raise UserInputError(f"'{path}' outputs {outputs[1]} logits but is declared {spec.num_classes}-class; pass "
+                             f"--num-classes {outputs[1]} (or use the model with its own class count).")
+
+
 class OnnxRuntimeRunner(Runner):
     """Options: graph_optimization ('all' default), inter_op_threads (1), log_level (3: errors only),
     expose_outputs (intermediate tensor names added as graph outputs, for `run_outputs`)."""
@@ -92,6 +111,7 @@ class OnnxRuntimeRunner(Runner):
                 "check the CUDA/cuDNN install or use --device cpu."
             )
         inp = self.session.get_inputs()[0]
+        check_signature(path, inp.shape, self.session.get_outputs()[0].shape, self.spec)
         self.input_name = inp.name
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
         self.outputs = [o.name for o in self.session.get_outputs()]
@@ -113,7 +133,11 @@ class OnnxRuntimeRunner(Runner):
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         self._check_batch(batch)
-        return self.session.run(self.logits_only, {self.input_name: batch})[0]
+        try:
+            return self.session.run(self.logits_only, {self.input_name: batch})[0]
+        except Exception as exc:  # onnxruntime's InvalidArgument/Fail/RuntimeException: one line naming the file
+            raise UserInputError(f"onnxruntime cannot run '{self.model.artifact.model_path}' on a batch of shape "
+                                 f"{tuple(batch.shape)} ({first_line(exc, 200)}).") from None
 
     def run_outputs(self, batch: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Every graph output (or the named ones) for one batch, as float arrays keyed by tensor name."""

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import MissingDependencyError
+from toolchain.models.probe import call_module
 from toolchain.runners.base import Runner
 
 
@@ -48,8 +49,8 @@ class TorchModuleRunner(Runner):
         import torch
 
         with torch.inference_mode():
-            out = self.module(self.to_device(batch))
-        return out.float().cpu().numpy()
+            out = call_module(self.module, self.to_device(batch), f"{self.model.name} ({self.name} runner)")
+        return out.float().cpu().numpy() if isinstance(out, torch.Tensor) else out
 
     def synchronize(self) -> None:
         if self.device == "cuda":

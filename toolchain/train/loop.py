@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -11,14 +12,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from toolchain.artifact import atomic_dir, atomic_write_text
 from toolchain.data import DataBundle, DataConfig
 from toolchain.distributed.config import fault_point
 from toolchain.distributed.runtime import Dist, current
 from toolchain.errors import UserInputError
 from toolchain.models import LoadedModel
-from toolchain.models.checkpoint import CHECKPOINT_NAME, save_checkpoint
-from toolchain.sources import load_model
+from toolchain.models.checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
+from toolchain.outputs import atomic_dir, atomic_write_text, destination_lock
 from toolchain.train import distributed as ddp
 from toolchain.train.config import LAST_NAME, Progress, TrainConfig, TrainResult
 from toolchain.train.setup import (
@@ -29,6 +29,7 @@ from toolchain.train.setup import (
     prepare_training,
     recorded_run,
     resolve_device,
+    run_record,
 )
 
 log = logging.getLogger(__name__)
@@ -51,42 +52,54 @@ def train(
     a ready LoadedModel (see prepare_training). `model_options` (weights, num_classes, input_size, pretrained) go
     to load_model; `threads` sets torch's CPU threads. Every check runs before anything is written.
 
-    With --overwrite the new run is built in a staging dir beside the old one and swapped in only
-    when it finished, so a failed or interrupted retrain leaves the old run intact.
+    --out's lock is held throughout, so two runs on one --out never mix files (the second fails at once). With
+    --overwrite the new run is built in a staging dir beside the old one and swapped in only when it finished,
+    so a failed or interrupted retrain leaves the old run intact.
     """
     config = config or TrainConfig()
     if out_dir is None:
         raise UserInputError("Training needs a run directory: pass --out DIR (out_dir=...).")
+    if threads is not None and threads < 1:
+        raise UserInputError(f"--threads must be >= 1, got {threads}.")
     dist = current(config.device)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    if isinstance(source, LoadedModel):
-        if not isinstance(data, DataBundle) or model_options:
-            raise UserInputError("A LoadedModel trains on its DataBundle (prepare_training returns both); to load "
-                                 "the model too, pass its --model source string and the data's name.")
-        loaded, bundle = source, data
-    else:
-        check_out_dir(out_dir, config.resume, config.overwrite)
-        if isinstance(data, DataBundle):
-            data = data.config
-        data_config = data if isinstance(data, DataConfig) else DataConfig(source=data or "digits", seed=config.seed)
-        loaded, bundle = prepare_training(source, data_config, config, out_dir, **model_options)
-    sizes = {k: len(v) for k, v in bundle.split.items()}
-    log.info("training %s on %s (%d train / %d val / %d test, %d classes, input %dx%d)", loaded.spec.architecture,
-             bundle.samples.source, sizes.get("train", 0), sizes.get("val", 0), sizes.get("test", 0),
-             bundle.num_classes, *loaded.spec.input_size)
     out = Path(out_dir)
-    with dist.guard():
-        if not dist.is_main or not (config.overwrite and not config.resume and is_run_dir(out)):
-            return dist.broadcast(_train_into(loaded, bundle, config, out, progress_callback, dist))
-        staged_config = dataclasses.replace(config, overwrite=False)
-        with atomic_dir(out) as staging:
-            result = _train_into(loaded, bundle, staged_config, staging, progress_callback, dist)
-        result.out_dir, result.best_path, result.last_path = out, out / CHECKPOINT_NAME, out / LAST_NAME
-        atomic_write_text(out / "result.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
-        return dist.broadcast(result)
+    loaded_source = isinstance(source, LoadedModel)
+    check_out_dir(out, config.resume, config.overwrite,
+                  () if loaded_source else (source, model_options.get("weights")))
+    # a second run on the same --out fails at once instead of mixing files; in a distributed job rank 0 alone
+    # writes, so it alone holds the lock (the others would find it taken)
+    with destination_lock(out) if dist.is_main else contextlib.nullcontext():
+        check_out_dir(out, config.resume, config.overwrite)  # again: a run that just finished may have filled it
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        if loaded_source:
+            if not isinstance(data, DataBundle) or model_options:
+                raise UserInputError("A LoadedModel trains on its DataBundle (prepare_training returns both); to "
+                                     "load the model too, pass its --model source string and the data's name.")
+            loaded, bundle = source, data
+        else:
+            if isinstance(data, DataBundle):
+                data = data.config
+            data_config = data if isinstance(data, DataConfig) else DataConfig(source=data or "digits",
+                                                                               seed=config.seed)
+            loaded, bundle = prepare_training(source, data_config, config, out_dir, **model_options)
+        sizes = {k: len(v) for k, v in bundle.split.items()}
+        log.info("training %s on %s (%d train / %d val / %d test, %d classes, input %dx%d)",
+                 loaded.spec.architecture, bundle.samples.source, sizes.get("train", 0), sizes.get("val", 0),
+                 sizes.get("test", 0), bundle.num_classes, *loaded.spec.input_size)
+        with dist.guard():
+            if not dist.is_main or config.resume or not (config.overwrite and is_run_dir(out)):
+                # a new run is written in place (under the lock): an interrupted one keeps last.pt for --resume
+                return dist.broadcast(_train_into(loaded, bundle, config, out, progress_callback, dist))
+            staged_config = dataclasses.replace(config, overwrite=False)
+            with atomic_dir(out, overwrite=config.overwrite) as staging:
+                result = _train_into(loaded, bundle, staged_config, staging, progress_callback, dist)
+                result.out_dir, result.best_path, result.last_path = out, out / CHECKPOINT_NAME, out / LAST_NAME
+                atomic_write_text(staging / "result.json",
+                                  json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+            return dist.broadcast(result)
 
 
 def _train_into(
@@ -123,6 +136,9 @@ def _train_into(
                              "--sync-bn for CPU workers.")
     main = dist.is_main
     module = loaded_model.module.to(device)
+    if config.freeze_backbone and loaded_model.info.get("pretrained") is False:
+        log.warning("--freeze-backbone on randomly initialised weights: only the head trains, on random features; "
+                    "start from pretrained weights (--pretrained, --weights or a checkpoint) or drop the flag")
     head = freeze_backbone(module) if config.freeze_backbone else None
     net = dist.wrap(module, config.sync_bn)  # DDP: all ranks start from rank 0's weights
     module = net.module if dist.distributed else net
@@ -166,7 +182,8 @@ def _train_into(
     val_size = 256 if val_cache is not None else max(config.batch_size, 128)
     steps_per_epoch = ddp.steps_per_epoch(len(bundle.split["train"]), config.batch_size, dist)
     common = {"split": bundle.split, "data": bundle.describe(), "data_config": asdict(bundle.config),
-              "config": asdict(config), "distributed": {"world_size": dist.world_size, "backend": dist.backend or None}}
+              "config": asdict(config), "distributed": {"world_size": dist.world_size, "backend": dist.backend or None},
+              **run_record(loaded_model)}
     if dist.distributed and main:
         log.info("data parallel: %d processes over %s, %d images per process per step (global batch %d)",
                  dist.world_size, dist.backend, ddp.per_rank_batch(config.batch_size, dist), config.batch_size)
@@ -259,24 +276,22 @@ def _train_into(
 
 def _final_metrics(out: Path, bundle: DataBundle, spec: Any, best: dict[str, Any], criterion: Any, device: str,
                    common: dict[str, Any], module: Any, dist: Dist, workers: int = 0) -> dict[str, Any]:
-    """Score the best checkpoint on the test split (sharded over the ranks) and record the figures in best.pt."""
-    metrics: dict[str, Any] = {}
-    best_model = None
-    if dist.is_main:
-        best_model = load_model(str(out / CHECKPOINT_NAME))
-        metrics = {"best_epoch": int(best["epoch"]), "val_accuracy": float(best["val_accuracy"]),
-                   "val_loss": float(best["val_loss"])}
+    """Score the best checkpoint on the test split (sharded over the ranks) and record the figures inside best.pt.
+
+    The best weights go back into the trained module itself: a checkpoint of a user's class is never rebuilt
+    from what it names (models/checkpoint.py), and the module already is that class. Distributed, rank 0 reads
+    them and sends them to the other ranks (no shared disk needed)."""
+    state = read_checkpoint(out / CHECKPOINT_NAME)["state_dict"] if dist.is_main else None
+    if dist.distributed:
+        state = dist.broadcast(state)
+    module.load_state_dict(state)
+    metrics: dict[str, Any] = {"best_epoch": int(best["epoch"]), "val_accuracy": float(best["val_accuracy"]),
+                               "val_loss": float(best["val_loss"])}
     if bundle.split.get("test"):
-        scorer = best_model.module if best_model is not None else module
-        if dist.distributed:  # every rank scores its shard with rank 0's best weights (no shared disk needed)
-            state = dist.broadcast(best_model.module.state_dict() if best_model is not None else None)
-            module.load_state_dict(state)
-            scorer = module
         batches = ddp.eval_batches(bundle, "test", None, 128, dist, workers, device.startswith("cuda"))
-        loss, acc, n = ddp.reduced_loss(scorer.to(device), batches, criterion, device, dist)
+        loss, acc, n = ddp.reduced_loss(module.to(device), batches, criterion, device, dist)
         metrics.update(test_accuracy=acc, test_loss=loss, test_n=n)
-    if best_model is not None:
-        best_model.module.to("cpu")
-        save_checkpoint(out / CHECKPOINT_NAME, best_model.module, spec, epoch=int(best["epoch"]), metrics=metrics,
-                        **common)
+    module.to("cpu")
+    if dist.is_main:
+        save_checkpoint(out / CHECKPOINT_NAME, module, spec, epoch=int(best["epoch"]), metrics=metrics, **common)
     return metrics

@@ -1,0 +1,142 @@
+"""The quantization modes, each producing a model file and the Candidates it judged.
+
+- ONNX static PTQ: vtool's steps (ptq.py) and the speed-weighing fallback (search.py);
+- torchao PT2E PTQ (.pt2), QAT (labels or distillation from fp32), ONNX Runtime dynamic, fp16.
+Every candidate is judged by the same function (stage.Judge): Runners on the held-out images,
+compare.Thresholds for the verdict, exactly the code path `vtool parity` uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.models import LoadedModel
+from toolchain.quantize import prep
+from toolchain.quantize.calib import HashingBatches, QuantData
+from toolchain.quantize.config import IntSettings, QuantConfig
+from toolchain.quantize.search import Candidate, SearchOutcome, macs_share, run_search
+
+log = logging.getLogger(__name__)
+
+Judge = Callable[..., Candidate]
+
+
+@dataclass
+class ModeResult:
+    """The chosen model file, its format, what was tried and what the manifest should record."""
+
+    path: Path
+    format: str
+    outcome: SearchOutcome
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def onnx_ptq(fp32: Path, data: QuantData, config: QuantConfig, ints: IntSettings, work: Path, judge: Judge,
+             speed: Callable[[Path], float | None]) -> ModeResult:
+    """vtool's static PTQ on the fp32 ONNX graph, with the float fallback."""
+    from toolchain.quantize import sensitivity
+    from toolchain.quantize.ptq import StaticPtq
+
+    pre = work / "pre.onnx"
+    record: dict[str, Any] = dict(prep.preprocess(fp32, pre))
+    ptq = StaticPtq(pre, data.spec, data, config.calibration_settings(), ints, config.steps(), work, config.threads)
+    ptq.prepare()
+    ptq.calibrate()
+    layers = ptq.layers()
+    search = config.search()
+
+    def build(float_layers: list[str], tag: str) -> Path:
+        return ptq.build(list(search.exclude) + float_layers, tag)
+
+    def judged(step: str, path: Path, float_layers: list[str]) -> Candidate:
+        candidate = judge(step, path, list(search.exclude) + float_layers)
+        candidate.calibration = config.calibration
+        candidate.float_macs_share = macs_share(layers, candidate.float_layers)
+        return candidate
+
+    def rank() -> list[tuple[str, float]]:
+        probe = next(iter(data.calibration()))[:16].astype(np.float32)
+        candidates = [layer for layer in layers if layer.name not in search.exclude]
+        return sensitivity.rank(ptq.graph, candidates, ptq.weights, ptq.ranges, probe, data.spec, work,
+                                config.threads)
+
+    outcome = run_search(build, judged, rank, speed, ptq.graph, search.max_float_nodes, search.min_speedup,
+                         search.enabled)
+    record.update(ptq.describe())
+    record["sensitivity"] = outcome.sensitivity
+    record["search"] = {"stopped": outcome.stopped, "min_speedup": search.min_speedup,
+                        "max_float_nodes": search.max_float_nodes}
+    record["float_nodes_base"] = ptq.base_exclude
+    record["float_nodes_user"] = list(search.exclude)
+    record["layers_total"] = len(layers)
+    record["calibration_set"] = ptq.calibration_info
+    return ModeResult(outcome.chosen.path, "onnx", outcome, record)
+
+
+def torchao_ptq(loaded: LoadedModel, data: QuantData, ints: IntSettings, work: Path, judge: Judge) -> ModeResult:
+    from toolchain.quantize import pt2e
+
+    batches = HashingBatches(data)
+    converted = pt2e.ptq(loaded.module, data.spec, batches, ints.reduce_range)
+    path = work / "model.pt2"
+    pt2e.save_pt2(converted, data.spec, path)
+    record = {"calibration_set": {**data.description.get("calibration", {}), **batches.finish()},
+              "settings": pt2e.describe(False, ints.reduce_range)}
+    candidate = judge("torchao-pt2e", path, [], runner="pt2")
+    return ModeResult(path, "pt2", SearchOutcome(candidate, [candidate]), record)
+
+
+def qat(loaded: LoadedModel, data: QuantData, config: QuantConfig, ints: IntSettings, work: Path,
+        judge: Judge) -> ModeResult:
+    """QAT through torchao PT2E: on labels (cross-entropy) or, without labels, distilled from the fp32 model."""
+    from toolchain.quantize import pt2e
+
+    settings = config.qat()
+    distill = settings.distill == "on" or (settings.distill == "auto" and data.bundle is None)
+    if distill:
+        converted, history = pt2e.qat_distill(loaded.module, data.spec, data.calibration, settings,
+                                               ints.reduce_range, seed=config.seed)
+        source = data.description.get("calibration", {}).get("source")
+    else:
+        converted, history = pt2e.qat(loaded.module, data.spec, data.bundle, settings.epochs, settings.lr,
+                                      ints.reduce_range, settings.freeze_bn_after, seed=config.seed,
+                                      augment=settings.augment)
+        source = data.bundle.samples.source
+    record = {"qat": {"epochs": settings.epochs, "lr": settings.lr, "optimizer": "Adam + cosine",
+                      "loss": "distillation: MSE to the fp32 logits" if distill else "cross-entropy on labels",
+                      "augment": settings.augment, "freeze_bn_after_epoch": int(settings.epochs *
+                                                                                settings.freeze_bn_after),
+                      "observers_off_after_epoch": max(1, settings.epochs - 1), "history": history,
+                      "train_data": source},
+              "settings": pt2e.describe(True, ints.reduce_range)}
+    if config.engine == "torchao":
+        path = work / "model.pt2"
+        pt2e.save_pt2(converted, data.spec, path)
+        candidate = judge("qat-pt2e", path, [], runner="pt2")
+        return ModeResult(path, "pt2", SearchOutcome(candidate, [candidate]), record)
+    path = work / "model.onnx"
+    pt2e.export_onnx(converted, data.spec, path)
+    candidate = judge("qat-onnx", path, [])
+    return ModeResult(path, "onnx", SearchOutcome(candidate, [candidate]), record)
+
+
+def dynamic_or_fp16(fp32: Path, config: QuantConfig, ints: IntSettings, work: Path, judge: Judge) -> ModeResult:
+    from toolchain.quantize import dynamic
+
+    path = work / "model.onnx"
+    record: dict[str, Any] = {}
+    if config.mode == "dynamic":
+        pre = work / "pre.onnx"
+        record.update(prep.preprocess(fp32, pre))
+        record["settings"] = dynamic.quantize_dynamic(pre, path, ints.per_channel, ints.reduce_range,
+                                                      ints.weight_type, config.nodes_to_exclude)
+    else:
+        record["settings"] = dynamic.convert_fp16(fp32, path)
+    candidate = judge(config.mode, path, [])
+    return ModeResult(path, "onnx", SearchOutcome(candidate, [candidate]), record)
