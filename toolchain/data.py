@@ -229,24 +229,27 @@ class DataBundle:
         return ImageDataset(self.samples, self.indices(part), transform, self.spec)
 
     def loader(self, part: str, batch_size: int = 64, shuffle: bool = False, augment: bool = False,
-               seed: int | None = None) -> Any:
+               seed: int | None = None, workers: int = 0, pin_memory: bool = False) -> Any:
         import torch
+
+        from toolchain.loaders import loader_options
 
         generator = torch.Generator().manual_seed(self.config.seed if seed is None else seed)
         return torch.utils.data.DataLoader(self.dataset(part, augment), batch_size=batch_size, shuffle=shuffle,
-                                           num_workers=0, generator=generator)
+                                           generator=generator, **loader_options(workers, pin_memory))
 
     def batches(self, part: str, batch_size: int = 64, limit: int | None = None,
-                stratified: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                stratified: bool = False, workers: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream float32 NCHW numpy batches and labels (bounded memory: never the whole set)."""
         indices = self.subset(part, limit, stratified) if limit else self.indices(part)
-        dataset = ImageDataset(self.samples, indices, eval_transform(self.spec), self.spec)
-        for start in range(0, len(dataset), batch_size):
-            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            yield np.stack([t.numpy() for t, _ in items]).astype(np.float32), np.asarray([y for _, y in items])
+        from toolchain.loaders import stream
+
+        chunks = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+        for x, y in stream(self, chunks, workers=workers):
+            yield x.numpy().astype(np.float32, copy=False), y.numpy()
 
     def arrays(self, part: str, limit: int | None = None, stratified: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """The whole (optionally limited) split as arrays; for small evaluation sets."""
+        """The whole (optionally limited) split as arrays; for small evaluation sets (batches() streams)."""
         chunks = list(self.batches(part, 128, limit, stratified))
         if not chunks:
             raise UserInputError(f"The '{part}' split of {self.samples.source} is empty.")

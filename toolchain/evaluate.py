@@ -40,6 +40,7 @@ class EvalConfig:
     threads: int | None = None
     batch_size: int = 64
     max_misclassified: int = 24
+    workers: int = 0  # DataLoader processes decoding images (0: this process)
     split_file: str | None = None
     test_data: str | None = None
     part: InitVar[str | None] = None  # deprecated name of `split`
@@ -49,6 +50,8 @@ class EvalConfig:
         check_choice("split", self.split, PARTS)
         if self.batch_size < 1:
             raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}.")
+        if self.workers < 0:
+            raise UserInputError(f"--workers must be >= 0, got {self.workers}.")
         if self.max_misclassified < 0:
             raise UserInputError(f"max_misclassified must be >= 0, got {self.max_misclassified}.")
 
@@ -94,18 +97,26 @@ def eval_bundle(model: LoadedModel, data: str | None = None, config: EvalConfig 
     return bundle
 
 
-def predict_logits(model: LoadedModel, bundle: DataBundle, config: EvalConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels of a whole split, streamed through the model's runner."""
+def predict_logits(model: LoadedModel, bundle: DataBundle,
+                   config: EvalConfig) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """Logits and labels of a whole split, streamed through the model's runner. Inside torchrun each rank runs
+    its shard of the batches and rank 0 gets everything, in order ((None, None) on the other ranks)."""
+    from toolchain.distributed import config as dist_env
+    from toolchain.distributed.runtime import current
+    from toolchain.distributed.shard import bundle_batches, infer_shards
     from toolchain.runners import get_runner
 
-    logits, labels = [], []
-    with get_runner(config.runner, model, device=config.device, threads=config.threads) as runner:
-        for x, y in bundle.batches(config.split, config.batch_size):
-            logits.append(runner.infer_batched(x, config.batch_size))
-            labels.append(y)
-    if not logits:
+    indices = bundle.indices(config.split)
+    if not indices:
         raise UserInputError(f"The '{config.split}' split of {bundle.samples.source} is empty; nothing to evaluate.")
-    return np.concatenate(logits), np.concatenate(labels)
+    dist = current(config.device)
+    threads = config.threads or (dist_env.rank_threads() if dist.distributed else None)
+    with dist.guard(), get_runner(config.runner, model, device=config.device, threads=threads) as runner:
+        batches, total = bundle_batches(bundle, indices, config.batch_size, dist, config.workers)
+        gathered = infer_shards([runner], batches, total, dist, model.spec.num_classes)
+    if gathered is None:
+        return None, None
+    return gathered[0][0], gathered[1]
 
 
 def score(logits: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -147,7 +158,13 @@ def evaluate(
         raise UserInputError(f"{model.name} predicts {model.spec.num_classes} classes but the data has "
                              f"{bundle.num_classes}; evaluate it on data with its classes.")
     bundle = dataclasses.replace(bundle, spec=model.spec)
+    from toolchain.distributed.runtime import current
+
+    dist = current(config.device)
     logits, labels = predict_logits(model, bundle, config)
+    if logits is None or labels is None:  # a torchrun worker other than rank 0: rank 0 scores and writes
+        with dist.guard():
+            return dist.broadcast(None)
     names = list(model.spec.class_names or bundle.class_names)
     scores = score(logits, labels, names)
     indices = bundle.indices(config.split)
@@ -165,7 +182,8 @@ def evaluate(
              result.accuracy, result.top5, result.n)
     if out_dir is not None:
         write_eval_outputs(result, bundle, wrong[: config.max_misclassified], Path(out_dir))
-    return result
+    with dist.guard():
+        return dist.broadcast(result)
 
 
 def _default_runner_name(model: LoadedModel) -> str:

@@ -19,8 +19,11 @@ import numpy as np
 from toolchain.artifact import MANIFEST, Manifest, is_artifact_dir, save_manifest
 from toolchain.compare import CompareResult, Thresholds
 from toolchain.data import PARTS
+from toolchain.distributed.config import rank_threads
+from toolchain.distributed.runtime import Dist, current
+from toolchain.distributed.shard import Batches, array_batches, bundle_batches, infer_shards
 from toolchain.errors import ArtifactError, UserInputError, renamed_field
-from toolchain.inputs import evaluation_inputs
+from toolchain.inputs import evaluation_inputs, resolve_bundle
 from toolchain.metrics import compare_logits
 from toolchain.models import LoadedModel
 from toolchain.report import jsonable
@@ -48,6 +51,7 @@ class ParityConfig:
     threads: int | None = None
     batch_size: int = 32
     photos: int = 200
+    workers: int = 0  # DataLoader processes decoding images (0: this process)
     record: bool = True  # append the result to the candidate artifact's manifest.parity
     split_file: str | None = None  # the user's own split of `data` (datasplit.read_split_file)
     test_data: str | None = None  # a holdout folder: the test split
@@ -64,6 +68,8 @@ class ParityConfig:
             raise UserInputError(f"Unknown split '{self.split}': expected one of {', '.join(PARTS)}.")
         if self.batch_size < 1:
             raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}.")
+        if self.workers < 0:
+            raise UserInputError(f"--workers must be >= 0, got {self.workers}.")
         if self.photos < 1:
             raise UserInputError(f"photos must be >= 1, got {self.photos}.")
 
@@ -118,9 +124,38 @@ class ParityResult(CompareResult):
         return f"parity failed for {self.candidate.get('name', 'candidate')}: {'; '.join(self.failures)}{named}."
 
 
-def _logits(model: LoadedModel, backend: str, x: np.ndarray, config: ParityConfig) -> tuple[np.ndarray, str]:
-    with get_runner(backend, model, device=config.device, threads=config.threads) as runner:
-        return runner.infer_batched(x, config.batch_size), runner.name
+def _inputs(reference: LoadedModel, config: ParityConfig, dist: Dist) -> tuple[Batches, int, dict[str, Any]]:
+    """This rank's batches of real images (a data split streamed from disk, or the bundled photo crops), how many
+    batches all ranks run together, and what the images are."""
+    bundle = resolve_bundle(reference, config.data, reference.spec, split_file=config.split_file,
+                            test_data=config.test_data)
+    if bundle is not None:
+        indices = bundle.subset(config.split, config.limit)
+        if not indices:
+            raise UserInputError(f"The '{config.split}' split of {bundle.samples.source} is empty.")
+        batches, total = bundle_batches(bundle, indices, config.batch_size, dist, config.workers)
+        return batches, total, {**bundle.describe(), "part": config.split, "n": len(indices)}
+    inputs = evaluation_inputs(reference, config.data, part=config.split, limit=config.limit,
+                               photos=config.photos, spec=reference.spec, split_file=config.split_file,
+                               test_data=config.test_data)
+    batches, total = array_batches(inputs.x, inputs.labels, config.batch_size, dist)
+    return batches, total, inputs.description
+
+
+def _explain_images(reference: LoadedModel, config: ParityConfig) -> np.ndarray:
+    """The images explanation parity explains: `explain.samples` evenly spaced over parity's images, read on
+    their own (parity streams its split and never holds it all in memory)."""
+    bundle = resolve_bundle(reference, config.data, reference.spec, split_file=config.split_file,
+                            test_data=config.test_data)
+    if bundle is None:
+        return evaluation_inputs(reference, config.data, part=config.split, limit=config.limit, photos=config.photos,
+                                 spec=reference.spec, split_file=config.split_file, test_data=config.test_data).x
+    from toolchain.loaders import stream
+
+    indices = bundle.subset(config.split, config.limit)
+    spaced = np.linspace(0, len(indices) - 1, min(config.explain.samples, len(indices))).round().astype(int)
+    picked = [indices[i] for i in np.unique(spaced)]
+    return np.concatenate([np.asarray(x) for x, _ in stream(bundle, [picked])])
 
 
 def _check_compatible(reference: LoadedModel, candidate: LoadedModel) -> None:
@@ -162,30 +197,39 @@ def check_parity(reference: LoadedModel | str, candidate: LoadedModel | str,
     reference, candidate = as_loaded(reference), as_loaded(candidate)
     start = time.perf_counter()
     _check_compatible(reference, candidate)
-    inputs = evaluation_inputs(reference, config.data, part=config.split, limit=config.limit,
-                               photos=config.photos, spec=reference.spec, split_file=config.split_file,
-                               test_data=config.test_data)
-    log.info("parity: %s vs %s on %d images", reference.name, candidate.name, len(inputs.x))
-    ref_logits, ref_runner = _logits(reference, config.backend_ref, inputs.x, config)
-    cand_logits, cand_runner = _logits(candidate, config.backend_cand, inputs.x, config)
-    metrics = compare_logits(ref_logits, cand_logits, inputs.labels, reference.spec.labels)
+    dist = current(config.device)
+    threads = config.threads or (rank_threads() if dist.distributed else None)
+    with dist.guard():
+        batches, total, description = _inputs(reference, config, dist)
+        log.info("parity: %s vs %s on %d images%s", reference.name, candidate.name, description["n"],
+                 f" ({dist.world_size} processes)" if dist.distributed else "")
+        with get_runner(config.backend_ref, reference, device=config.device, threads=threads) as ref_runner, \
+                get_runner(config.backend_cand, candidate, device=config.device, threads=threads) as cand_runner:
+            gathered = infer_shards([ref_runner, cand_runner], batches, total, dist, reference.spec.num_classes)
+            ref_name, cand_name = ref_runner.name, cand_runner.name
+        if gathered is None:  # a torchrun worker other than rank 0: rank 0 compares and records
+            return dist.broadcast(None)
+    (ref_logits, cand_logits), labels = gathered
+    metrics = compare_logits(ref_logits, cand_logits, labels, reference.spec.labels)
     result = ParityResult(
         metrics=metrics,
         thresholds=config.thresholds,
-        reference={**reference.describe(), "name": reference.name, "runner": ref_runner},
-        candidate={**candidate.describe(), "name": candidate.name, "runner": cand_runner},
-        data={k: v for k, v in inputs.description.items() if k != "split"},
+        reference={**reference.describe(), "name": reference.name, "runner": ref_name},
+        candidate={**candidate.describe(), "name": candidate.name, "runner": cand_name},
+        data={k: v for k, v in description.items() if k != "split"},
         time_s=round(time.perf_counter() - start, 3),
     )
     if config.explain is not None:
         from toolchain.explain.agree import explanation_parity
 
-        result.explanation = explanation_parity(reference, candidate, inputs.x, config.explain)
+        result.explanation = explanation_parity(reference, candidate, _explain_images(reference, config),
+                                                 config.explain)
     log.info("parity %s: agreement %.4f, max abs diff %.3g", "passed" if result else "FAILED",
              metrics["agreement"], metrics["max_abs_diff"])
     if config.record:
         record_parity(candidate, result)
-    return result
+    with dist.guard():
+        return dist.broadcast(result)
 
 
 def record_parity(candidate: LoadedModel, result: ParityResult) -> bool:

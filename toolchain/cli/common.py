@@ -48,7 +48,10 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
-    logging.getLogger("toolchain").setLevel(level)
+    from toolchain.distributed.config import is_main_process
+
+    # a distributed job logs once: ranks other than 0 show errors only
+    logging.getLogger("toolchain").setLevel(level if is_main_process() or verbose else logging.ERROR)
     if not verbose:
         for noisy in ("torch", "torchao", "onnxscript", "transformers", "timm", "onnx_ir", "root"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -83,9 +86,19 @@ def status_console() -> Any:
     return Console(stderr=True, highlight=False, quiet=OUTPUT.quiet)
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print a one-line error on stderr and return the Exit to raise."""
+def fail(message: str, code: int = 1, peer_lost: bool = False) -> typer.Exit:
+    """Print a one-line error on stderr and return the Exit to raise. In a torchrun worker the line names the
+    rank and is recorded for the launcher; under `vtool --nproc` the launcher alone prints it (once)."""
+    from toolchain.distributed import config as dist
+
     first = " ".join(str(message).split())
+    if code == 0:  # a worker that finished its share (WorkerDone): nothing to report
+        return typer.Exit(0)
+    if dist.in_torchrun():
+        dist.record_error(first, code, peer_lost)
+        if dist.launched_by_vtool():
+            return typer.Exit(code)
+        first = f"[rank {dist.rank()}] {first}"
     print(f"error: {first}", file=sys.stderr)
     return typer.Exit(code)
 
@@ -127,7 +140,7 @@ def guarded(func: F) -> F:
             check_arguments(kwargs)
             return func(*args, **kwargs)
         except VtoolError as exc:
-            raise fail(str(exc), exc.exit_code) from None
+            raise fail(str(exc), exc.exit_code, getattr(exc, "peer_lost", False)) from None
         except KeyboardInterrupt:
             raise fail("interrupted; finished artifacts were kept, nothing half-written was left.", 130) from None
         except MemoryError:
@@ -166,9 +179,13 @@ def finish(result: Any, view: list[Any], json_path: Path | None = None, data: An
            schema: str = "vtool.result/1") -> None:
     """Every command's tail: print the view, write --json (result.to_dict() unless `data`; `-` is stdout) with
     its schema id, then exit 3 when the result failed its gate (the only place a failed result becomes an exit
-    code; a result may carry its own `exit_code`, e.g. a pipeline whose stage failed on bad input)."""
+    code; a result may carry its own `exit_code`, e.g. a pipeline whose stage failed on bad input). A distributed
+    job reports once, from rank 0."""
+    from toolchain.distributed.config import is_main_process
     from toolchain.errors import ThresholdError
 
+    if not is_main_process():  # a distributed job reports once, from rank 0
+        return
     out = out or console()
     for item in view:
         out.print(item)

@@ -14,6 +14,7 @@ import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import deprecated, finish, guarded, schema_id
+from toolchain.cli.launcher import Nproc, Workers, launch_if_asked
 from toolchain.cli.options import (
     Data,
     Device,
@@ -36,6 +37,7 @@ Part = Annotated[str | None, typer.Option("--part", hidden=True, help="Deprecate
 @output_options
 @model_options
 def parity_cmd(
+    ctx: typer.Context,
     reference: str = typer.Argument(..., help="The model to match: checkpoint, run dir, registry name, artifact, "
                                               "file.py:Class (+ --weights)."),
     candidate: str = typer.Argument(..., help="The model to check: artifact dir, model file, checkpoint..."),
@@ -55,6 +57,8 @@ def parity_cmd(
                                       help="Weights for a candidate given as a registry name or file.py:Class."),
     device: Device = "cpu",
     threads: Threads = None,
+    nproc: Nproc = None,
+    workers: Workers = 0,
     record: bool = typer.Option(True, "--record/--no-record", help="Append the result to the candidate manifest."),
     explain: bool = typer.Option(False, "--explain", help="Also compare heatmaps: does the candidate look at the "
                                  "same pixels? (Spearman and top-region IoU per image)"),
@@ -67,7 +71,8 @@ def parity_cmd(
 ) -> None:
     """Check that CANDIDATE answers like REFERENCE on the same real images; exit 3 when it does not.
 
-    Default split: val of the reference's recorded data, test with --test-data.
+    Default split: val of the reference's recorded data, test with --test-data. --nproc N shards the images over N
+    processes; rank 0 gathers the logits, so the counts equal one process's.
     """
     from dataclasses import replace
 
@@ -84,9 +89,11 @@ def parity_cmd(
     split = deprecated("--part", "--split", part, split) or ("test" if test_data else "val")
     config = ParityConfig(data=data, max_drop=max_drop, min_agreement=min_agreement, max_abs_diff=max_abs_diff,
                           limit=limit, split=split, backend_ref=backend_ref, backend_cand=backend_cand,
-                          device=device, threads=threads, record=record, gate=gate,
+                          device=device, threads=threads, workers=workers, record=record, gate=gate,
                           split_file=str(split_file) if split_file else None,
                           test_data=str(test_data) if test_data else None, explain=explain_cfg)
+    if launch_if_asked(ctx, nproc, device, threads):
+        return
     options = options or ModelOptions()
     names_from = data or (str(test_data) if test_data else None)
     ref = load_model(reference, options=options, data=names_from)

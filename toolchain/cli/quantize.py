@@ -9,6 +9,7 @@ import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import deprecated, finish, guarded, load_source, outcome, parse_list, schema_id
+from toolchain.cli.launcher import Nproc, launch_if_asked
 from toolchain.cli.options import Json, Out, Overwrite, Track, TrackUri, model_options, output_options
 from toolchain.models.config import ModelOptions
 
@@ -24,6 +25,7 @@ Backend = Annotated[str | None, typer.Option("--backend", hidden=True, help="Dep
 @output_options
 @model_options
 def quantize_cmd(
+    ctx: typer.Context,
     model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     mode: str = typer.Option("ptq", "--mode", help="ptq (static, calibrated), qat, dynamic (MatMul/Gemm) or fp16."),
     data: str = typer.Option(None, "--data", "-d", help=DATA_HELP),
@@ -69,6 +71,7 @@ def quantize_cmd(
     epochs: int = typer.Option(3, "--epochs", help="QAT fine-tuning epochs."),
     lr: float = typer.Option(1e-4, "--lr", help="QAT learning rate."),
     augment: bool = typer.Option(False, "--augment/--no-augment", help="QAT: train-time augmentation."),
+    nproc: Nproc = None,
     threads: int = typer.Option(None, "--threads", help="Inference threads for evaluation and the speed check."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure a quick speed ratio vs fp32."),
     out: Out = None,
@@ -92,11 +95,20 @@ def quantize_cmd(
         nodes_to_exclude=parse_list(exclude), fallback=fallback, max_float_nodes=max_float_nodes, epochs=epochs,
         lr=lr, augment=augment, threads=threads, speed=speed, out=out, overwrite=overwrite,
     )
+    if nproc is not None and nproc > 1 and config.mode != "qat":
+        from toolchain.errors import UserInputError
+
+        raise UserInputError(f"--nproc runs QAT fine-tuning in parallel; --mode {config.mode} does not train. Drop "
+                             "--nproc or use --mode qat.")
+    if launch_if_asked(ctx, nproc, "cpu", threads):
+        return
     loaded = load_source(model, options=options, data=data)
     from dataclasses import asdict
 
+    from toolchain.distributed.config import is_main_process
     from toolchain.tracking import log_quantize, tracking
 
+    track = track if is_main_process() else None  # one tracked run: rank 0's
     with tracking(track, f"quantize-{mode}-{loaded.name}", out, track_uri, "quantize") as tracker:
         result = outcome(lambda: quantize(loaded, data, config))
         log_quantize(tracker, result, {"model": model, "data": data, "quantize": asdict(config)})

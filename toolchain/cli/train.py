@@ -9,6 +9,7 @@ import typer
 
 from toolchain.cli import app
 from toolchain.cli.common import finish, guarded, overrides, schema_id, status_console
+from toolchain.cli.launcher import Nproc, launch_if_asked
 from toolchain.cli.options import (
     Json,
     Model,
@@ -29,6 +30,7 @@ from toolchain.models.config import ModelOptions
 @output_options
 @model_options
 def train_cmd(
+    ctx: typer.Context,
     model: Model = None,
     data: str = typer.Option("digits", "--data", "-d", help="digits, synthetic, cifar10 or an ImageFolder dir."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (best.pt, last.pt, history.json, curves.png)."),
@@ -55,6 +57,11 @@ def train_cmd(
     split_file: SplitFile = None,
     test_data: TestData = None,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
+    nproc: Nproc = None,
+    workers: int = typer.Option(None, "--workers", help="DataLoader processes decoding images when a split is too "
+                                                        "large to cache in memory; 0: the trainer (default: 0)."),
+    sync_bn: bool = typer.Option(None, "--sync-bn/--no-sync-bn",
+                                 help="With --nproc on CUDA GPUs: BatchNorm statistics over all processes' images."),
     overwrite: Overwrite = False,
     track: Track = None,
     track_uri: TrackUri = None,
@@ -68,6 +75,8 @@ def train_cmd(
     --model vit-tiny --epochs 40 --lr 1e-3 --warmup-epochs 3 --weight-decay 0.05 --label-smoothing 0.1
     --grad-clip 1.0 --batch-size 32 (0.974). Pretrained EfficientNet-Lite0 as a frozen feature extractor:
     --model efficientnet-lite0 --freeze-backbone --input-size 96 --epochs 5 --lr 5e-3 (0.915).
+
+    --nproc N trains data-parallel in N processes (DDP; --batch-size stays the global batch); rank 0 writes the run.
     """
     from toolchain.data import DataConfig
     from toolchain.report.progress import training_bar
@@ -78,8 +87,12 @@ def train_cmd(
     config = resume_config(out, **given) if resume else TrainConfig(**given, overwrite=overwrite)
     data_config = DataConfig(source=data, val_fraction=val_fraction, test_fraction=test_fraction, seed=config.seed,
                              split_file=split_file, test_data=test_data)
+    if launch_if_asked(ctx, nproc, config.device, threads, lambda _: last_good_checkpoint(out, nproc)):
+        return
+    from toolchain.distributed.config import is_main_process
     from toolchain.tracking import epoch_logger, log_train, tracking
 
+    track = track if is_main_process() else None  # one tracked run: rank 0's
     with tracking(track, out.name, out, track_uri, "train") as tracker:
         with training_bar(status_console()) as progress:
             on_epoch = epoch_logger(tracker)
@@ -91,3 +104,19 @@ def train_cmd(
             result = train(model, data_config, config, out, callback, threads=threads, options=options)
         log_train(tracker, result, {"model": model, "data": asdict(data_config), "train": asdict(config)})
     finish(result, train_view(result), json_path, schema=schema_id("train"))
+
+
+def last_good_checkpoint(out: Path, nproc: int | None) -> str:
+    """Where a failed distributed run can go on from (the last epoch rank 0 finished writing)."""
+    from toolchain.errors import VtoolError
+    from toolchain.models.checkpoint import read_checkpoint
+    from toolchain.train import LAST_NAME
+
+    last = out / LAST_NAME
+    if not last.is_file():
+        return "No checkpoint was written."
+    try:
+        epoch = read_checkpoint(last).get("epoch", "?")
+    except VtoolError:
+        return f"'{last}' is unreadable."
+    return f"Last good checkpoint: {last} (epoch {epoch}); continue: vtool train --resume --out {out} --nproc {nproc}"

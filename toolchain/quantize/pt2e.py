@@ -18,6 +18,7 @@ import numpy as np
 
 from toolchain.errors import ExportError, first_line
 from toolchain.spec import ModelSpec
+from toolchain.train import distributed as ddp
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +106,14 @@ def _prepare_qat(module: Any, spec: ModelSpec, reduce_range: bool) -> Any:
 
 def _train(prepared: Any, epochs: int, lr: float, freeze_bn_after: float,
            batches: Callable[[int], Iterable[tuple[Any, Any]]], loss_fn: Callable[[Any, Any], Any],
-           accuracy: bool) -> tuple[Any, list[dict[str, Any]]]:
-    """The QAT loop (torchvision's recipe): observers off for the last epoch, BN frozen after a fraction."""
+           accuracy: bool, net: Any = None, dist: Any = None) -> tuple[Any, list[dict[str, Any]]]:
+    """The QAT loop (torchvision's recipe): observers off for the last epoch, BN frozen after a fraction. `net` is
+    `prepared` wrapped in DDP inside torchrun (`dist`: sums reduced over the ranks; only rank 0 converts)."""
     import torch
     from torchao.quantization.pt2e import disable_observer, move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
+    net = prepared if net is None else net
     optimizer = torch.optim.Adam(prepared.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
     freeze_bn_epoch = math.floor(epochs * freeze_bn_after)
@@ -128,7 +131,7 @@ def _train(prepared: Any, epochs: int, lr: float, freeze_bn_after: float,
         total, correct, loss_sum = 0, 0, 0.0
         for x, target in batches(epoch):
             optimizer.zero_grad()
-            out = prepared(x)
+            out = net(x)
             loss = loss_fn(out, target)
             loss.backward()
             optimizer.step()
@@ -139,12 +142,16 @@ def _train(prepared: Any, epochs: int, lr: float, freeze_bn_after: float,
                 correct += int((out.argmax(1) == target.argmax(1)).sum())
             total += len(x)
         scheduler.step()
+        if dist is not None:
+            loss_sum, correct, total = dist.all_reduce_sum([loss_sum, correct, total])
         history.append({"epoch": epoch + 1, "loss": loss_sum / max(total, 1),
                         ("train_acc" if accuracy else "train_agreement"): correct / max(total, 1),
                         "observers": epoch < observer_off_epoch, "bn_frozen": bn_frozen})
         log.info("QAT epoch %d/%d: loss %.4f, %s %.4f%s%s", epoch + 1, epochs, history[-1]["loss"],
                  "train acc" if accuracy else "agreement with fp32", correct / max(total, 1),
                  ", BN frozen" if bn_frozen else "", ", observers off" if epoch >= observer_off_epoch else "")
+    if dist is not None:
+        ddp.qat_finish(dist)  # only rank 0 goes on to convert, export and write
     move_exported_model_to_eval(prepared)
     return convert_pt2e(prepared), history
 
@@ -152,16 +159,18 @@ def _train(prepared: Any, epochs: int, lr: float, freeze_bn_after: float,
 def qat(module: Any, spec: ModelSpec, bundle: Any, epochs: int, lr: float, reduce_range: bool,
         freeze_bn_after: float = 0.5, batch_size: int = 64, seed: int = 0,
         augment: bool = False) -> tuple[Any, list[dict[str, Any]]]:
-    """QAT on labelled training images (cross-entropy). Returns the converted graph and per-epoch figures."""
+    """QAT on labelled training images (cross-entropy). Returns the converted graph and per-epoch figures.
+    Inside torchrun (`vtool quantize --mode qat --nproc N`) the graph trains in DDP on each rank's share."""
     import torch
 
     torch.manual_seed(seed)
     prepared = _prepare_qat(module, spec, reduce_range)
+    net, dist = ddp.qat_wrap(prepared)  # DDP inside torchrun, else as is
 
     def batches(epoch: int) -> Iterable[tuple[Any, Any]]:
-        return bundle.loader("train", batch_size=batch_size, shuffle=True, augment=augment, seed=seed + epoch)
+        return ddp.qat_batches(bundle, batch_size, seed, epoch, augment, dist)
 
-    return _train(prepared, epochs, lr, freeze_bn_after, batches, torch.nn.functional.cross_entropy, True)
+    return _train(prepared, epochs, lr, freeze_bn_after, batches, torch.nn.functional.cross_entropy, True, net, dist)
 
 
 def qat_distill(module: Any, spec: ModelSpec, images: Callable[[], Iterable[np.ndarray]], settings: Any,
@@ -173,6 +182,12 @@ def qat_distill(module: Any, spec: ModelSpec, images: Callable[[], Iterable[np.n
     """
     import torch
 
+    from toolchain.distributed.config import in_torchrun
+    from toolchain.errors import UserInputError
+
+    if in_torchrun():
+        raise UserInputError("--nproc trains QAT on labelled images; distillation from the fp32 model (--distill, or "
+                             "data without labels) runs in one process: drop --nproc.")
     torch.manual_seed(seed)
     teacher = copy.deepcopy(module).eval()
     prepared = _prepare_qat(module, spec, reduce_range)

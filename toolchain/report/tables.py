@@ -45,6 +45,8 @@ def train_view(result: Any) -> View:
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     table.add_row("epochs run", f"{result.epochs_run}{' (early stop)' if result.stopped_early else ''}")
     table.add_row("wall time", f"{result.wall_time_s:.1f} s")
+    if getattr(result, "world_size", 1) > 1:
+        table.add_row("processes", str(result.world_size))
     table.add_row("best checkpoint", str(result.best_path))
     return [table]
 

@@ -39,6 +39,8 @@ class TrainConfig:
     gamma: float = 0.1
     resume: bool = False
     overwrite: bool = False
+    sync_bn: bool = False  # distributed: BatchNorm statistics over all ranks' images (CUDA only)
+    workers: int = 0  # DataLoader processes decoding images when a split is too large to cache
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -60,6 +62,9 @@ class TrainConfig:
             raise UserInputError(f"--patience must be >= 1 epoch (or left out to disable), got {self.patience}.")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise UserInputError(f"--grad-clip must be > 0, got {self.grad_clip}.")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise UserInputError(f"--workers must be a whole number >= 0 (0 decodes in the training process), "
+                                 f"got {self.workers}.")
         if self.step_size < 0 or not 0 < self.gamma <= 1:
             raise UserInputError(f"step schedule needs step_size >= 0 and gamma in (0, 1], got "
                                  f"{self.step_size} / {self.gamma}.")
@@ -108,6 +113,7 @@ class TrainResult:
     metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_time_s: float = 0.0
+    world_size: int = 1  # processes that trained it (DDP)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -13,15 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.data import DataBundle, DataConfig
+from toolchain.distributed.config import fault_point
+from toolchain.distributed.runtime import Dist, current
 from toolchain.errors import UserInputError
 from toolchain.models import LoadedModel
 from toolchain.models.checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
 from toolchain.outputs import atomic_dir, atomic_write_text, destination_lock
+from toolchain.train import distributed as ddp
 from toolchain.train.config import LAST_NAME, Progress, TrainConfig, TrainResult
 from toolchain.train.setup import (
     check_out_dir,
     class_weights,
-    evaluate_loss,
     freeze_backbone,
     is_run_dir,
     prepare_training,
@@ -59,11 +61,14 @@ def train(
         raise UserInputError("Training needs a run directory: pass --out DIR (out_dir=...).")
     if threads is not None and threads < 1:
         raise UserInputError(f"--threads must be >= 1, got {threads}.")
+    dist = current(config.device)
     out = Path(out_dir)
     loaded_source = isinstance(source, LoadedModel)
     check_out_dir(out, config.resume, config.overwrite,
                   () if loaded_source else (source, model_options.get("weights")))
-    with destination_lock(out):  # a second run on the same --out fails at once instead of mixing files
+    # a second run on the same --out fails at once instead of mixing files; in a distributed job rank 0 alone
+    # writes, so it alone holds the lock (the others would find it taken)
+    with destination_lock(out) if dist.is_main else contextlib.nullcontext():
         check_out_dir(out, config.resume, config.overwrite)  # again: a run that just finished may have filled it
         if threads:
             import torch
@@ -87,15 +92,17 @@ def train(
         log.info("training %s on %s (%d train / %d val / %d test, %d classes, input %dx%d)",
                  loaded.spec.architecture, bundle.samples.source, sizes.get("train", 0), sizes.get("val", 0),
                  sizes.get("test", 0), bundle.num_classes, *loaded.spec.input_size)
-        if config.resume or not (config.overwrite and is_run_dir(out)):
-            # a new run is written in place (under the lock): an interrupted one keeps last.pt for --resume
-            return _train_into(loaded, bundle, config, out, progress_callback)
-        staged_config = dataclasses.replace(config, overwrite=False)
-        with atomic_dir(out, overwrite=config.overwrite) as staging:
-            result = _train_into(loaded, bundle, staged_config, staging, progress_callback)
-            result.out_dir, result.best_path, result.last_path = out, out / CHECKPOINT_NAME, out / LAST_NAME
-            atomic_write_text(staging / "result.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
-        return result
+        with dist.guard():
+            if not dist.is_main or config.resume or not (config.overwrite and is_run_dir(out)):
+                # a new run is written in place (under the lock): an interrupted one keeps last.pt for --resume
+                return dist.broadcast(_train_into(loaded, bundle, config, out, progress_callback, dist))
+            staged_config = dataclasses.replace(config, overwrite=False)
+            with atomic_dir(out, overwrite=config.overwrite) as staging:
+                result = _train_into(loaded, bundle, staged_config, staging, progress_callback, dist)
+                result.out_dir, result.best_path, result.last_path = out, out / CHECKPOINT_NAME, out / LAST_NAME
+                atomic_write_text(staging / "result.json",
+                                  json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+            return dist.broadcast(result)
 
 
 def _train_into(
@@ -104,7 +111,10 @@ def _train_into(
     config: TrainConfig,
     out_dir: str | Path,
     progress_callback: Callable[[Progress], None] | None = None,
-) -> TrainResult:
+    dist: Dist | None = None,
+) -> TrainResult | None:
+    """One run into `out_dir`. Distributed, every rank trains its shard and only rank 0 writes, logs and returns
+    the result (None elsewhere; train() broadcasts it)."""
     import torch
 
     from toolchain.report import plots
@@ -122,12 +132,19 @@ def _train_into(
     if not bundle.split.get("train"):
         raise UserInputError(f"The training split of {bundle.samples.source} is empty; add images.")
     check_out_dir(out, config.resume, config.overwrite)
-    device = resolve_device(config.device)
+    dist = dist or current(config.device)
+    device = dist.device if dist.distributed else resolve_device(config.device)
+    if config.sync_bn and dist.distributed and not device.startswith("cuda"):
+        raise UserInputError("--sync-bn needs CUDA GPUs (torch's SyncBatchNorm does not run on the CPU); drop "
+                             "--sync-bn for CPU workers.")
+    main = dist.is_main
     module = loaded_model.module.to(device)
     if config.freeze_backbone and loaded_model.info.get("pretrained") is False:
         log.warning("--freeze-backbone on randomly initialised weights: only the head trains, on random features; "
                     "start from pretrained weights (--pretrained, --weights or a checkpoint) or drop the flag")
     head = freeze_backbone(module) if config.freeze_backbone else None
+    net = dist.wrap(module, config.sync_bn)  # DDP: all ranks start from rank 0's weights
+    module = net.module if dist.distributed else net
     params = [p for p in module.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
         optimizer: Any = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -140,7 +157,7 @@ def _train_into(
         weight = torch.tensor(class_weights(train_labels, bundle.num_classes), device=device)
     criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
     eval_criterion = torch.nn.CrossEntropyLoss()
-    use_amp = config.amp and device == "cuda"
+    use_amp = config.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     history: list[dict[str, Any]] = []
@@ -161,43 +178,38 @@ def _train_into(
         log.info("resuming %s at epoch %d/%d", out, first_epoch + 1, config.epochs)
 
     has_val = len(bundle.split.get("val", [])) > 0
-    train_cache = augment.cached_split(bundle, "train")
-    val_cache = augment.cached_split(bundle, "val")
-    hflip = bundle.config.hflip if bundle.config.hflip is not None else bundle.config.source != "digits"
-
-    def val_batches() -> Any:
-        if val_cache is not None:
-            return augment.batches(*val_cache, 256)
-        return bundle.loader("val", batch_size=max(config.batch_size, 128))
-
-    def train_batches(epoch: int) -> Any:
-        if train_cache is None:
-            yield from bundle.loader("train", batch_size=config.batch_size, shuffle=True, augment=config.augment,
-                                     seed=config.seed + epoch)
-            return
-        for x, y in augment.batches(*train_cache, config.batch_size, shuffle=True):
-            yield (augment.augment_batch(x, spec.mean, spec.std, hflip) if config.augment else x), y
-
-    steps_per_epoch = math.ceil(len(bundle.split["train"]) / config.batch_size)
+    limit = ddp.cache_limit(augment.CACHE_LIMIT_BYTES, dist)
+    train_cache = augment.cached_split(bundle, "train", limit)
+    val_cache = augment.cached_split(bundle, "val", limit)
+    pin = device.startswith("cuda")
+    val_size = 256 if val_cache is not None else max(config.batch_size, 128)
+    steps_per_epoch = ddp.steps_per_epoch(len(bundle.split["train"]), config.batch_size, dist)
     common = {"split": bundle.split, "data": bundle.describe(), "data_config": asdict(bundle.config),
-              "config": asdict(config), **run_record(loaded_model)}
+              "config": asdict(config), "distributed": {"world_size": dist.world_size, "backend": dist.backend or None},
+              **run_record(loaded_model)}
+    if dist.distributed and main:
+        log.info("data parallel: %d processes over %s, %d images per process per step (global batch %d)",
+                 dist.world_size, dist.backend, ddp.per_rank_batch(config.batch_size, dist), config.batch_size)
     stopped_early = False
     for epoch in range(first_epoch, config.epochs):
+        fault_point(epoch + 1)
         epoch_start = time.perf_counter()
-        torch.manual_seed(config.seed + epoch)
+        torch.manual_seed(config.seed + epoch + 1000 * dist.rank)  # rank 0 draws what one process would
         module.train()
         if head is not None:  # feature extraction: frozen BatchNorm statistics and no dropout outside the head
             module.eval()
             head.train()
         seen, loss_sum, correct = 0, 0.0, 0
-        for step, (x, y) in enumerate(train_batches(epoch)):
+        batches = ddp.train_batches(bundle, train_cache, config.batch_size, config.augment, dist, config.seed, epoch,
+                                    config.workers, pin)
+        for step, (x, y) in enumerate(batches):
             lr = config.lr_at(epoch * steps_per_epoch + step, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                logits = module(x)
+                logits = net(x)
                 loss = criterion(logits.float(), y)
             if not torch.isfinite(loss):
                 raise UserInputError(f"Training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr "
@@ -211,15 +223,23 @@ def _train_into(
             seen += len(y)
             loss_sum += float(loss.detach()) * len(y)
             correct += int((logits.detach().argmax(1) == y).sum())
-            if progress_callback:
+            if progress_callback and main:
                 progress_callback(Progress(epoch + 1, config.epochs, step + 1, steps_per_epoch, loss_sum / seen,
                                            correct / seen, lr))
-        val_loss, val_acc, _ = evaluate_loss(module, val_batches(), eval_criterion, device) if has_val else (
-            loss_sum / seen, correct / seen, 0)
+        loss_sum, correct, seen = dist.all_reduce_sum([loss_sum, correct, seen])
+        if has_val:
+            val_loss, val_acc, _ = ddp.reduced_loss(module, ddp.eval_batches(
+                bundle, "val", val_cache, val_size, dist, config.workers, pin), eval_criterion, device, dist)
+        else:
+            val_loss, val_acc = loss_sum / seen, correct / seen
         row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                "val_loss": val_loss, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"],
                "time_s": time.perf_counter() - epoch_start}
         history.append(row)
+        if not main:  # rank 0 alone keeps the books, writes and decides; the others follow its decision
+            if dist.broadcast(None):
+                break
+            continue
         log.info("epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f", epoch + 1, config.epochs,
                  row["train_loss"], row["train_accuracy"], val_loss, val_acc)
         improved_loss = val_loss < best.get("best_val_loss", float("inf")) - 1e-4
@@ -239,33 +259,42 @@ def _train_into(
         if progress_callback:
             progress_callback(Progress(epoch + 1, config.epochs, steps_per_epoch, steps_per_epoch, row["train_loss"],
                                        row["train_accuracy"], row["lr"], True, val_loss, val_acc))
-        if config.patience and bad_epochs >= config.patience and epoch + 1 < config.epochs:
+        stop = bool(config.patience and bad_epochs >= config.patience and epoch + 1 < config.epochs)
+        if dist.broadcast(stop):  # also tells the other ranks this epoch's checkpoints are on disk
             log.info("early stop: val loss has not improved for %d epochs", bad_epochs)
             stopped_early = True
             break
 
-    plots.training_curves(history, out / "curves.png")
-    metrics = _final_metrics(out, bundle, spec, best, eval_criterion, device, common, module)
+    if main:
+        plots.training_curves(history, out / "curves.png")
+    metrics = _final_metrics(out, bundle, spec, best, eval_criterion, device, common, module, dist, config.workers)
     module.to("cpu").eval()
+    if not main:
+        return None
     result = TrainResult(out, out / CHECKPOINT_NAME, out / LAST_NAME, int(best["epoch"]), len(history),
-                         stopped_early, metrics, history, time.perf_counter() - start)
+                         stopped_early, metrics, history, time.perf_counter() - start, dist.world_size)
     atomic_write_text(out / "result.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     return result
 
 
 def _final_metrics(out: Path, bundle: DataBundle, spec: Any, best: dict[str, Any], criterion: Any, device: str,
-                   common: dict[str, Any], module: Any) -> dict[str, Any]:
-    """Score the best checkpoint on the test split and record the figures inside best.pt.
+                   common: dict[str, Any], module: Any, dist: Dist, workers: int = 0) -> dict[str, Any]:
+    """Score the best checkpoint on the test split (sharded over the ranks) and record the figures inside best.pt.
 
     The best weights go back into the trained module itself: a checkpoint of a user's class is never rebuilt
-    from what it names (models/checkpoint.py), and the module already is that class."""
-    module.load_state_dict(read_checkpoint(out / CHECKPOINT_NAME)["state_dict"])
+    from what it names (models/checkpoint.py), and the module already is that class. Distributed, rank 0 reads
+    them and sends them to the other ranks (no shared disk needed)."""
+    state = read_checkpoint(out / CHECKPOINT_NAME)["state_dict"] if dist.is_main else None
+    if dist.distributed:
+        state = dist.broadcast(state)
+    module.load_state_dict(state)
     metrics: dict[str, Any] = {"best_epoch": int(best["epoch"]), "val_accuracy": float(best["val_accuracy"]),
                                "val_loss": float(best["val_loss"])}
     if bundle.split.get("test"):
-        test_batches = bundle.loader("test", batch_size=128)
-        loss, acc, n = evaluate_loss(module.to(device), test_batches, criterion, device)
+        batches = ddp.eval_batches(bundle, "test", None, 128, dist, workers, device.startswith("cuda"))
+        loss, acc, n = ddp.reduced_loss(module.to(device), batches, criterion, device, dist)
         metrics.update(test_accuracy=acc, test_loss=loss, test_n=n)
     module.to("cpu")
-    save_checkpoint(out / CHECKPOINT_NAME, module, spec, epoch=int(best["epoch"]), metrics=metrics, **common)
+    if dist.is_main:
+        save_checkpoint(out / CHECKPOINT_NAME, module, spec, epoch=int(best["epoch"]), metrics=metrics, **common)
     return metrics
