@@ -178,6 +178,7 @@ def _nncf(case: Case, work: Path, threads: int) -> Produced:
     out = work / "nncf.onnx"
     onnx.save(quantized, str(out))
     info = {"version": nncf.__version__, "items": len(images), "subset_size": 300,
+            "images_used": min(300, len(images)),  # NNCF takes the first subset_size items (all of ours here)
             "settings": "nncf.quantize defaults (preset PERFORMANCE, fast bias correction, subset_size 300)"}
     return Produced(key, label, out, time.perf_counter() - started, info)
 
