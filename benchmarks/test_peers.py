@@ -26,6 +26,7 @@ WORKDIR = Path(os.environ.get("VTOOL_PEERS_OUT", "exported/peers"))
 
 @pytest.mark.parametrize("model", MODELS)
 def test_peers(benchmark: Any, model: str) -> None:
+    """Quantize `model` with every tool, print the table; asserts sanity only (fp32 self-agreement, a vtool model)."""
     from rich.console import Console
 
     if model == "vit-tiny-digits" and not (VIT_ONNX / "manifest.json").exists():

@@ -21,10 +21,12 @@ from .tools import DEFAULT_TOOLS, TOOLS
 
 
 def _csv(text: str) -> tuple[str, ...]:
+    """Split a comma-separated option into its non-empty parts."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse and validate the command line (unknown models, tools or runtimes are usage errors)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
@@ -54,6 +56,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run every requested model, print its table, write JSON and Markdown; 0 on success."""
     from rich.console import Console
 
     args = parse(sys.argv[1:] if argv is None else argv)

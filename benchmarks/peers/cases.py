@@ -42,10 +42,12 @@ class Case:
 
     @property
     def fp32(self) -> Path:
+        """The fp32 ONNX file every tool starts from."""
         return self.artifact / "model.onnx"
 
     @property
     def spec(self) -> Any:
+        """The model's ModelSpec (input size, mean/std)."""
         return self.loaded.spec
 
     def calibration_sha256(self) -> str:
@@ -56,6 +58,7 @@ class Case:
         return digest.hexdigest()
 
     def calibration_images(self) -> int:
+        """How many calibration images the batches hold."""
         return int(sum(len(b) for b in self.calibration))
 
 
@@ -102,6 +105,7 @@ def _vit_artifact(cache: Path, note: Callable[[str], None]) -> Path:
 
 
 def fp32_artifact(name: str, cache: Path, notes: list[str]) -> Path:
+    """The fp32 ONNX artifact of `name` in `cache` (exported or copied once, then reused)."""
     cache.mkdir(parents=True, exist_ok=True)
     if name == "vit-tiny-digits":
         return _vit_artifact(cache, notes.append)

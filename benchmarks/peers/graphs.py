@@ -33,6 +33,7 @@ class FloatLayers:
     attention_total: int
 
     def label(self) -> str:
+        """Short table text: 'N of M (x% MACs)'."""
         text = f"{len(self.float_layers)} of {self.total}"
         if self.float_layers and self.float_macs_pct is not None:
             text += f" ({self.float_macs_pct:.1f}% MACs)"
@@ -41,6 +42,7 @@ class FloatLayers:
         return text
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready figures."""
         return {"float_layers": self.float_layers, "float_count": len(self.float_layers), "total": self.total,
                 "float_macs_pct": self.float_macs_pct, "attention_matmuls_float": self.attention_float,
                 "attention_matmuls_total": self.attention_total, "label": self.label()}
@@ -86,6 +88,7 @@ class _Graph:
         return False
 
     def macs(self, node: Any, weight: tuple[int, ...]) -> int:
+        """Multiply-accumulates of one weighted node (0 when its output shape is unknown)."""
         out = self.shapes.get(node.output[0])
         if not out:
             return 0
@@ -97,6 +100,7 @@ class _Graph:
 
 
 def _with_shapes(path: Path) -> Any:
+    """The model with inferred shapes where ONNX can infer them (for MACs)."""
     import onnx
 
     model = onnx.load(str(path))

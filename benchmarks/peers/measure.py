@@ -41,12 +41,14 @@ def accuracy(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray | Non
 
 
 def logits_of(path: Path, spec: Any, x: np.ndarray, runtime: str, threads: int) -> np.ndarray:
+    """Logits of model file `path` on `x` through a vtool Runner."""
     from toolchain.runners import run_model
 
     return run_model(path, x, runtime, spec=spec, threads=threads)
 
 
 def tile(x: np.ndarray, batch: int) -> np.ndarray:
+    """A batch of `batch` images cycling through `x`."""
     from toolchain.bench.inputs import tile_batch
 
     return np.ascontiguousarray(tile_batch(x, batch), dtype=np.float32)

@@ -10,6 +10,7 @@ RUNTIME_SHORT = {"onnxruntime": "ORT", "openvino": "OV"}
 
 
 def _agreement(acc: dict[str, Any] | None) -> str:
+    """Agreement with its Wilson interval, or the runtime's error."""
     if not acc or "agreement" not in acc:
         return (acc or {}).get("error", "-")[:40]
     low, high = acc["agreement_ci95"]
@@ -17,6 +18,7 @@ def _agreement(acc: dict[str, Any] | None) -> str:
 
 
 def _sqnr(acc: dict[str, Any] | None) -> str:
+    """Logit SQNR in dB."""
     if not acc or acc.get("sqnr_db") is None:
         return "-"
     value = acc["sqnr_db"]
@@ -24,6 +26,7 @@ def _sqnr(acc: dict[str, Any] | None) -> str:
 
 
 def _speed(row: dict[str, Any], runtime: str, batch: int) -> str:
+    """p50 ms and its ratio to fp32 in ONNX Runtime."""
     entry = row["speed"].get(runtime, {}).get(str(batch))
     if not entry:
         return "-"
@@ -34,6 +37,7 @@ def _speed(row: dict[str, Any], runtime: str, batch: int) -> str:
 
 
 def _layers(row: dict[str, Any]) -> str:
+    """The float-layers cell."""
     layers = row.get("layers")
     if row["key"] == "fp32":
         return f"all {layers['total']} (fp32)" if layers else "fp32"
@@ -41,6 +45,7 @@ def _layers(row: dict[str, Any]) -> str:
 
 
 def columns(case: dict[str, Any], runtimes: list[str], batches: list[int]) -> list[str]:
+    """The table header for this case's runtimes and batch sizes."""
     cols = ["tool", "float layers", "agreement [95% CI]", "SQNR dB"]
     if case["checks"].get("labelled"):
         cols.append("top-1")
@@ -50,6 +55,7 @@ def columns(case: dict[str, Any], runtimes: list[str], batches: list[int]) -> li
 
 
 def cells(case: dict[str, Any], row: dict[str, Any], runtimes: list[str], batches: list[int]) -> list[str]:
+    """One row's table cells, in `columns` order."""
     ort = row["accuracy"].get("onnxruntime")
     tool = row["tool"] + (" *" if row.get("budget_missed") else "")
     values = [tool, _layers(row), _agreement(ort), _sqnr(ort)]
@@ -61,6 +67,7 @@ def cells(case: dict[str, Any], row: dict[str, Any], runtimes: list[str], batche
 
 
 def case_title(case: dict[str, Any], env: dict[str, Any]) -> str:
+    """Table title: data sizes, CPU flags, threads and load before timing."""
     checks = case["checks"]
     return (f"{case['model']}: {checks['calibration_images']} calibration images, {checks['judging_images']} judging "
             f"images{' (labelled)' if checks['labelled'] else ''}; CPU flags {' '.join(env['cpu_flags'])}; "
@@ -68,6 +75,7 @@ def case_title(case: dict[str, Any], env: dict[str, Any]) -> str:
 
 
 def rich_table(case: dict[str, Any], env: dict[str, Any]) -> Any:
+    """The case as a rich Table for the terminal."""
     from rich.table import Table
 
     runtimes, batches = env["runtimes"], env["batches"]
@@ -81,6 +89,7 @@ def rich_table(case: dict[str, Any], env: dict[str, Any]) -> Any:
 
 
 def markdown_table(case: dict[str, Any], env: dict[str, Any]) -> str:
+    """The case as a Markdown table with a bold title."""
     runtimes, batches = env["runtimes"], env["batches"]
     head = columns(case, runtimes, batches)
     lines = [f"**{case_title(case, env)}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -90,6 +99,7 @@ def markdown_table(case: dict[str, Any], env: dict[str, Any]) -> str:
 
 
 def footnotes(case: dict[str, Any]) -> list[str]:
+    """Notes under the table: weights, vtool's own summary, data-sharing checks."""
     notes = list(case["notes"])
     if any(r.get("budget_missed") for r in case["rows"]):
         notes.append("* vtool's budget was missed (QuantBudgetError): the row is its best candidate, rebuilt.")
@@ -104,6 +114,7 @@ def footnotes(case: dict[str, Any]) -> list[str]:
 
 
 def write_json(result: dict[str, Any], path: Path) -> Path:
+    """Write `result` to `path` atomically (temp file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(result, indent=2, default=str))

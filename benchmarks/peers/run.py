@@ -47,6 +47,7 @@ def cpu_flags() -> list[str]:
 
 
 def environment(options: Options) -> dict[str, Any]:
+    """CPU, flags, versions and timing settings recorded with every result."""
     from importlib.metadata import PackageNotFoundError, version
 
     from toolchain.envinfo import cpu_model
@@ -63,10 +64,12 @@ def environment(options: Options) -> dict[str, Any]:
 
 
 def _fp32(case: Case) -> Produced:
+    """The fp32 reference as a row of its own."""
     return Produced("fp32", "fp32 (reference)", case.fp32, info={"source": str(case.artifact)})
 
 
 def _judge(case: Case, produced: Produced, runtimes: tuple[str, ...], reference: Any, threads: int) -> dict:
+    """Float layers and accuracy against fp32 of one tool's model, on every runtime."""
     row: dict[str, Any] = {"key": produced.key, "tool": produced.label, "path": str(produced.path or ""),
                            "note": produced.note, "budget_missed": produced.budget_missed,
                            "quantize_s": round(produced.seconds, 1), "info": produced.info, "accuracy": {},
@@ -85,6 +88,7 @@ def _judge(case: Case, produced: Produced, runtimes: tuple[str, ...], reference:
 
 
 def _time(case: Case, produced: list[Produced], options: Options) -> dict[int, dict[str, dict[str, Any]]]:
+    """Interleaved latency of every model on every runtime, per batch size."""
     models = {f"{p.key}@{runtime}": (p.path, runtime) for p in produced if p.path is not None
               for runtime in options.runtimes}
     timings = {}
@@ -97,6 +101,7 @@ def _time(case: Case, produced: list[Produced], options: Options) -> dict[int, d
 
 
 def _attach_speed(rows: list[dict[str, Any]], timings: dict[int, dict[str, dict[str, Any]]]) -> None:
+    """Put each model's timings and its ratio to fp32 ORT into its row."""
     for batch, measured in timings.items():
         base = measured.get(f"fp32@{REFERENCE}", {}).get("p50_ms")
         for row in rows:

@@ -48,6 +48,7 @@ Tool = Callable[[Case, Path, int], Produced]
 
 
 def _vtool_info(summary: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """What vtool's summary says about its run (steps, float layers, search, parity)."""
     steps = [f"{s['step']}{'' if s.get('applied') else ' (off)'}" for s in summary.get("steps", [])]
     return {"float_summary": summary.get("float_summary"), "float_nodes": summary.get("float_nodes", []),
             "steps": steps, "attempts": attempts, "hardware_target": summary.get("hardware", {}).get("target"),
@@ -58,6 +59,7 @@ def _vtool_info(summary: dict[str, Any], attempts: list[dict[str, Any]]) -> dict
 
 
 def _vtool(target: str) -> Tool:
+    """vtool's static PTQ with QuantConfig defaults for `target` (the CLI's `--mode ptq`)."""
     def run(case: Case, work: Path, threads: int) -> Produced:
         from toolchain.quantize import QuantBudgetError, QuantConfig, quantize
 
@@ -98,6 +100,7 @@ def _vtool_best(case: Case, failed: Any, target: str, key: str, label: str, out:
 
 
 def _pre_process(src: Path, dst: Path) -> str:
+    """ORT's recommended quant_pre_process (shape inference, optimisation) before quantize_static."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
@@ -110,6 +113,7 @@ def _pre_process(src: Path, dst: Path) -> str:
 
 
 def _reader(input_name: str, batches: list[np.ndarray]) -> Any:
+    """An ORT CalibrationDataReader over the shared calibration batches."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
@@ -127,6 +131,7 @@ def _reader(input_name: str, batches: list[np.ndarray]) -> Any:
 
 
 def _input_name(path: Path) -> str:
+    """The graph's data input (the first input that is not an initializer)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -135,6 +140,7 @@ def _input_name(path: Path) -> str:
 
 
 def _ort(recommended: bool) -> Tool:
+    """ORT quantize_static: its defaults, or U8S8 per-channel + reduce_range."""
     def run(case: Case, work: Path, threads: int) -> Produced:
         from onnxruntime.quantization import QuantType, quantize_static
 
@@ -159,10 +165,12 @@ def _ort(recommended: bool) -> Tool:
 
 
 def nncf_available() -> bool:
+    """Whether NNCF is installed (`pip install 'vtool[peers]'`)."""
     return importlib.util.find_spec("nncf") is not None
 
 
 def _nncf(case: Case, work: Path, threads: int) -> Produced:
+    """NNCF 3.4 `nncf.quantize` with its defaults on the ONNX model."""
     key, label = "nncf", "NNCF 3.4 defaults"
     if not nncf_available():
         return Produced(key, label, None, note="skipped: NNCF is not installed (pip install 'vtool[peers]')")
