@@ -3,7 +3,8 @@
 Plain `pytest` collects tests/ and benchmarks/ (pyproject testpaths) and deselects everything here
 unless benchmarking was asked for (--benchmark-only or --benchmark-enable) or benchmarks/ was named
 on the command line. Models are tiny by default; VTOOL_BENCH_MODEL=resnet18 for the heavy run,
-VTOOL_BENCH_BATCHES=1,8,32 for other batch sizes.
+VTOOL_BENCH_BATCHES=1,8,32 for other batch sizes. The peers suite (test_peers.py, marker `peers`) runs
+only when named: `pytest --benchmark-only -k peers` or `pytest benchmarks/test_peers.py --benchmark-only`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ def _deselect(config: pytest.Config, items: list[pytest.Item], drop: list[pytest
         items[:] = [item for item in items if id(item) not in dropped]
 
 
+def _peers_requested(config: pytest.Config) -> bool:
+    """The peers suite (an hour of quantizing real models) runs only when asked for by name."""
+    return "peers" in (config.getoption("keyword", "") or "") or any("test_peers" in str(a) for a in config.args)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _peers_requested(config):
+        _deselect(config, items, [item for item in items if item.get_closest_marker("peers")])
     if config.getoption("benchmark_only", False):  # deselect (not skip) the ordinary tests: a quieter summary
         _deselect(config, items, [i for i in items if "benchmark" not in getattr(i, "fixturenames", ())])
         return
