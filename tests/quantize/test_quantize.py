@@ -241,6 +241,16 @@ def test_calibration_folder_with_other_classes_judges_by_agreement(exported_tiny
     assert result.attempts[0]["top1_cand"] is None and result.attempts[0]["agreement"] is not None
 
 
+def test_torch_model_calibrates_on_foreign_class_data(tiny_cnn_model, tmp_path: Path) -> None:
+    """Its fp32 export is verified on the model's own data, not refused over the foreign folder's class count
+    (`vtool quantize --model resnet18 --data synthetic` failed that way)."""
+    from toolchain.data import generate_synthetic
+
+    folder = generate_synthetic(tmp_path / "shapes", classes=3, per_class=8, size=16)
+    result = quantize(tiny_cnn_model, str(folder), QuantConfig(out=tmp_path / "q", speed=False, min_agreement=0.5))
+    assert result.artifact is not None and result.attempts[0]["top1_cand"] is None
+
+
 def test_empty_class_folder_is_refused(exported_tiny_cnn, tmp_path: Path) -> None:
     for name in ("a", "b"):
         (tmp_path / "empty" / name).mkdir(parents=True)

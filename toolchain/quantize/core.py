@@ -136,8 +136,10 @@ def _check_dest(dest: Path) -> None:
 
 
 def _data_name(data: Any, qdata: QuantData) -> str | None:
+    """The --data that verifies the fp32 export: only data whose labels fit the model (a foreign-class or
+    unlabelled folder calibrates, but export verification would refuse it; it then uses its own default)."""
     if isinstance(data, str):
-        return data
+        return data if qdata.labeled else None
     return None if qdata.bundle is None or data is not None else qdata.bundle.config.source
 
 
