@@ -361,5 +361,6 @@ def test_label_free_qat_distills_from_fp32_on_unlabelled_images(trained_tiny_cnn
 def test_cli_help_lists_the_ptq_steps() -> None:
     result = run_cli("quantize", "--help")
     assert result.exit_code == 0
-    for flag in ("--reconstruction", "--cle", "--bias-correction", "--smoothquant", "--min-speedup", "--distill"):
+    for flag in ("--reconstruction", "--cle", "--bias-correction", "--smoothquant", "--fuse-transformer",
+                 "--min-speedup", "--distill"):
         assert flag in result.output

@@ -280,3 +280,14 @@ def test_streams_skip_tensors_that_pass_an_activation() -> None:
 
     assert streams.find_streams(OnnxGraph(conv_net("Relu"))) == []  # conv1 -> Relu: not a linear stream
     assert [s.tensors for s in streams.find_streams(OnnxGraph(conv_net("none")))] == []  # Identity in between
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, -5e4, 3e7])
+def test_histogram_of_a_constant_tensor_at_any_magnitude(value: float) -> None:
+    """A constant activation (a ViT's class-token path on some graphs) once crashed np.histogram (no finite bins)."""
+    hist = Histogram()
+    hist.add(np.full(64, value, np.float32))
+    hist.add(np.full(8, value, np.float32))
+    assert hist.counts.sum() == 72 and hist.hi > hist.lo
+    lo, hi = choose_range(hist, "mse", 99.99)
+    assert np.isfinite(lo) and np.isfinite(hi)

@@ -49,6 +49,10 @@ def quantize_cmd(
     stream_alpha: float = typer.Option(None, "--stream-alpha",
                                        help="Equalize CNN residual streams per channel (SmoothQuant for convs): "
                                             "alpha [default: off; 0 = off]."),
+    fuse_transformer: str = typer.Option("auto", "--fuse-transformer",
+                                         help="ViT graphs: fuse attention/LayerNorm/GELU into ONNX Runtime's ops and "
+                                              "try dynamic INT8 on them first (runs on onnxruntime only): auto (on "
+                                              "transformer graphs), on, off."),
     min_speedup: float = typer.Option(1.0, "--min-speedup",
                                       help="The float fallback stops before INT8 gets slower than this x fp32."),
     distill: str = typer.Option("auto", "--distill", help="QAT: learn fp32's logits instead of labels: auto "
@@ -89,7 +93,7 @@ def quantize_cmd(
         mode=mode, engine=deprecated("--backend", "--engine", backend, engine), calibration=calibration,
         samples=samples, reconstruction=reconstruction, recon_samples=recon_samples, cle=cle,
         bias_correction=bias_correction, smoothquant=smoothquant, stream_alpha=stream_alpha,
-        min_speedup=min_speedup, distill=distill,
+        fuse_transformer=fuse_transformer, min_speedup=min_speedup, distill=distill,
         percentile=percentile, max_drop=max_drop, min_agreement=min_agreement,
         eval_samples=eval_samples, target=target, reduce_range=reduce_range, per_channel=per_channel, preset=preset,
         nodes_to_exclude=parse_list(exclude), fallback=fallback, max_float_nodes=max_float_nodes, epochs=epochs,

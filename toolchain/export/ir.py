@@ -57,6 +57,9 @@ def write_openvino_from_onnx(onnx_path: Path, path: Path, spec: ModelSpec, confi
     require("openvino", "--format openvino")
     import openvino as ov
 
+    from toolchain.runners.openvino_rt import refuse_contrib_ops
+
+    refuse_contrib_ops(onnx_path)
     kwargs = {} if config.dynamic_batch else {"input": [_input_shape(spec, False)]}
     model = ov.convert_model(str(onnx_path), **kwargs)
     details = _save(model, path)

@@ -19,10 +19,10 @@ PIPELINE_BACKENDS = {"torch": ["torch"], "onnx": ["onnxruntime"], "pt2": ["pt2"]
 
 
 def _backends(model: LoadedModel) -> list[str]:
-    from toolchain.runners import installed_runners, model_format
+    from toolchain.runners import model_format, runners_for
 
     wanted = PIPELINE_BACKENDS.get(model_format(model), [])
-    if model_format(model) == "onnx" and "openvino" in installed_runners():
+    if model_format(model) == "onnx" and "openvino" in runners_for(model):
         wanted = [*wanted, "openvino"]
     return wanted
 

@@ -16,18 +16,23 @@ from toolchain.errors import MissingDependencyError
 log = logging.getLogger(__name__)
 
 DYNAMIC_OP_TYPES = ["MatMul", "Gemm"]
+FUSED_OP_TYPES = ["MatMul", "Gemm", "Attention"]  # after fusion.py: Attention -> QAttention
 
 
 def quantize_dynamic(src: Path, dst: Path, per_channel: bool, reduce_range: bool, weight_type: str,
-                     nodes_to_exclude: list[str] | None = None) -> dict[str, Any]:
+                     nodes_to_exclude: list[str] | None = None, op_types: list[str] | None = None) -> dict[str, Any]:
+    import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[weight_type]
     src = _without_value_info(src, dst.with_name(f"{dst.stem}-noinfo.onnx"))
-    ort_quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(DYNAMIC_OP_TYPES), per_channel=per_channel,
-                         reduce_range=reduce_range, weight_type=qtype, nodes_to_exclude=list(nodes_to_exclude or []))
-    return {"method": "onnxruntime quantize_dynamic", "op_types_to_quantize": DYNAMIC_OP_TYPES,
+    op_types = list(op_types or DYNAMIC_OP_TYPES)
+    # Contrib ops (Attention, SkipLayerNormalization) have no ONNX shape inference: their outputs' type is float.
+    ort_quantize_dynamic(str(src), str(dst), op_types_to_quantize=op_types, per_channel=per_channel,
+                         reduce_range=reduce_range, weight_type=qtype, nodes_to_exclude=list(nodes_to_exclude or []),
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return {"method": "onnxruntime quantize_dynamic", "op_types_to_quantize": op_types,
             "per_channel": per_channel, "reduce_range": reduce_range, "weight_type": weight_type,
             "activations": "uint8, quantized at run time (DynamicQuantizeLinear)"}
 

@@ -42,7 +42,8 @@ class Histogram:
             return
         lo, hi = float(flat.min()), float(flat.max())
         if self.counts is None:
-            self.lo, self.hi = lo, hi if hi > lo else lo + 1e-6
+            # a constant (or near-constant) tensor still needs BINS distinct edges at its magnitude
+            self.lo, self.hi = lo, max(hi, lo + max(1e-6, abs(lo) * 1e-3))
             self.counts = np.histogram(flat, BINS, (self.lo, self.hi))[0].astype(np.float64)
             return
         if lo < self.lo or hi > self.hi:

@@ -172,9 +172,12 @@ def _summary(loaded: LoadedModel, config: QuantConfig, hardware: Any, ints: Any,
 def _why(record: dict[str, Any], chosen: Candidate) -> dict[str, str]:
     why = {n: "transformer preset: attention MatMul between two activations stays float"
            for n in record.get("float_nodes_base", [])}
+    why.update(record.get("float_reasons") or {})
     user = set(record.get("float_nodes_user", []))
     probes = {s["node"]: s["probe_sqnr_db"] for s in (record.get("sensitivity") or [])}
     for node in chosen.float_layers:
+        if node in why:
+            continue
         if node in user:
             why[node] = "requested (--exclude)"
         elif node in probes:

@@ -50,10 +50,19 @@ def model_format(model: LoadedModel) -> str:
     return model.artifact.format if model.artifact is not None else "torch"
 
 
+def only_runtimes(model: LoadedModel) -> list[str] | None:
+    """The runtimes an artifact is restricted to, as its manifest records (a fused transformer graph uses ONNX
+    Runtime contrib ops, so only onnxruntime runs it); None when any runner of its format will do."""
+    quant = model.artifact.manifest.quantization if model.artifact is not None else None
+    runtimes = (quant or {}).get("runtimes")
+    return [str(r) for r in runtimes] if isinstance(runtimes, list) and runtimes else None
+
+
 def runners_for(model: LoadedModel) -> list[str]:
-    """Installed runners that can execute this model's format."""
+    """Installed runners that can execute this model's format (and that its manifest allows)."""
     fmt = model_format(model)
-    return [name for name in installed_runners() if fmt in RUNNERS[name][3]]
+    allowed = only_runtimes(model)
+    return [name for name in installed_runners() if fmt in RUNNERS[name][3] and (allowed is None or name in allowed)]
 
 
 def default_runner(model: LoadedModel) -> str:
@@ -95,6 +104,12 @@ def get_runner(name: str, model: LoadedModel | str | Path, device: str = "cpu", 
             f"Backend '{name}' cannot run a {fmt} model ({model.name}); it runs {', '.join(formats)}. "
             f"Backends for {fmt}: {', '.join(runners_for(model)) or 'none installed'}."
         )
+    allowed = only_runtimes(model)
+    if allowed is not None and name not in allowed:
+        raise UserInputError(
+            f"{model.name} runs on {', '.join(allowed)} only (its graph uses that runtime's own fused ops, as the "
+            f"manifest records); backend '{name}' cannot run it. Use --backend {allowed[0]}."
+        )
     if device not in DEVICES:
         raise UserInputError(f"Unknown device '{device}': expected one of {', '.join(DEVICES)}.")
     if threads is not None and threads < 1:
@@ -113,4 +128,4 @@ def run_model(model: LoadedModel | str | Path, x: np.ndarray, runner: str = "aut
 
 
 __all__ = ["DEFAULT_RUNNER", "RUNNERS", "Runner", "default_runner", "get_runner", "installed_runners", "model_format",
-           "run_model", "runners_for"]
+           "only_runtimes", "run_model", "runners_for"]

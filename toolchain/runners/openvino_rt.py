@@ -42,6 +42,7 @@ class OpenVinoRunner(Runner):
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         path = self.model.artifact.model_path
+        refuse_contrib_ops(path)
         try:
             model = core.read_model(str(path))
             self.compiled = core.compile_model(model, "CPU", config)
@@ -66,3 +67,18 @@ class OpenVinoRunner(Runner):
     def close_impl(self) -> None:
         self.request = None
         self.compiled = None
+
+
+def refuse_contrib_ops(path: Any) -> None:
+    """OpenVINO reads standard ONNX only: name the ONNX Runtime contrib ops (a fused transformer graph) up front."""
+    if not str(path).endswith(".onnx"):
+        return
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    ops = sorted({n.op_type for n in model.graph.node if n.domain == "com.microsoft"})
+    if ops:
+        raise UserInputError(
+            f"'{path}' uses ONNX Runtime contrib ops ({', '.join(ops)}), which OpenVINO cannot read: run it with "
+            "--backend onnxruntime, or quantize with --fuse-transformer off for a graph OpenVINO can take."
+        )
