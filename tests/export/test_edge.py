@@ -6,6 +6,7 @@ missing-package messages themselves are tested by hiding the packages.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -131,6 +132,10 @@ def test_bare_pte_file_reads_its_batch_sizes(edge_exports, tiny_cnn_model, digit
     path = edge_exports["pte"].artifact.model_path
     logits = run_model(path, digits_x[:5], "executorch", spec=tiny_cnn_model.spec)
     np.testing.assert_allclose(logits, run_model(tiny_cnn_model, digits_x[:5], "torch"), atol=1e-4)
+    # a spec that disagrees with the program (a user's --input-size): refused against the program's own shape
+    wrong = dataclasses.replace(tiny_cnn_model.spec, input_size=(16, 16))
+    with pytest.raises(UserInputError, match=r"takes images of shape \(3, 32, 32\).*got \(3, 16, 16\)"):
+        run_model(path, np.zeros((2, 3, 16, 16), np.float32), "executorch", spec=wrong)
 
 
 def test_pte_config_validation() -> None:

@@ -75,6 +75,9 @@ class ExecuTorchRunner(Runner):
             self.model.artifact.model_path)
         self.max_batch: int | None = None
         self.by_batch: dict[int, Any] = {}
+        first = next(iter(methods.values())).metadata.input_tensor_meta(0).sizes()
+        # XNNPACK reads the buffer it is given as the recorded shape: a wrong H/W would run on garbage, silently
+        self.input_chw = tuple(int(d) for d in first[1:])
         if batch.get("dynamic"):
             self.max_batch = int(batch["max"])
             self.dynamic_method = methods["forward"]
@@ -108,6 +111,11 @@ class ExecuTorchRunner(Runner):
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
+        if tuple(batch.shape[1:]) != self.input_chw:
+            raise UserInputError(
+                f"{self.model.name} (.pte) takes images of shape {self.input_chw} (C, H, W), got "
+                f"{tuple(batch.shape[1:])}; resize the input to the exported size or re-export at this size."
+            )
         method = self._check_batch(batch.shape[0])
         return method.execute([torch.from_numpy(batch)])[0].numpy()
 
