@@ -5,7 +5,9 @@ DequantizeLinear / Transpose / Reshape of one). It runs in INT8 when both its da
 weight come out of a DequantizeLinear, directly or through data-movement ops (Reshape, Transpose,
 Gather, ...: values pass unchanged, and runtimes move the quantization across them); otherwise it
 is float. MatMuls between two activations (attention scores and context) are counted
-apart: they have no weight, and quantizers differ on whether they quantize them.
+apart: they have no weight, and quantizers differ on whether they quantize them. Dynamic INT8
+(MatMulInteger, ConvInteger, QAttention) counts as INT8; a fused fp32 Attention as a float layer.
+Where ONNX cannot infer a layer's output shape (contrib ops), the MACs share is not given.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+DYNAMIC_INT8 = ("MatMulInteger", "ConvInteger", "QAttention", "DynamicQuantizeMatMul")
 PASS_THROUGH = ("DequantizeLinear", "QuantizeLinear", "Transpose", "Reshape", "Cast", "Identity", "Unsqueeze",
                 "Squeeze")
 MOVES = ("Transpose", "Reshape", "Identity", "Unsqueeze", "Squeeze", "Flatten", "Gather", "Slice")
@@ -116,7 +119,14 @@ def float_layers(path: str | Path) -> FloatLayers:
     floats: list[str] = []
     total = attention = attention_float = 0
     macs_all = macs_float = 0
+    macs_known = True
     for node in graph.nodes:
+        if node.op_type in DYNAMIC_INT8 or node.op_type == "Attention":
+            total += 1
+            macs_known = False
+            if node.op_type == "Attention":
+                floats.append(node.name or node.output[0])
+            continue
         if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
             continue
         weight = graph.constant_shape(node.input[1])
@@ -131,5 +141,5 @@ def float_layers(path: str | Path) -> FloatLayers:
         if not quantized:
             floats.append(node.name or node.output[0])
             macs_float += macs
-    pct = round(100.0 * macs_float / macs_all, 2) if macs_all else None
+    pct = round(100.0 * macs_float / macs_all, 2) if macs_all and macs_known else None
     return FloatLayers(floats, total, pct, attention_float, attention)

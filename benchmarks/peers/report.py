@@ -12,7 +12,8 @@ RUNTIME_SHORT = {"onnxruntime": "ORT", "openvino": "OV"}
 def _agreement(acc: dict[str, Any] | None) -> str:
     """Agreement with its Wilson interval, or the runtime's error."""
     if not acc or "agreement" not in acc:
-        return (acc or {}).get("error", "-")[:40]
+        error = (acc or {}).get("error", "-")
+        return "n/a (ORT contrib ops)" if "contrib ops" in error else error[:40]
     low, high = acc["agreement_ci95"]
     return f"{acc['agreement']:.3f} [{low:.3f}, {high:.3f}]"
 
@@ -31,7 +32,7 @@ def _speed(row: dict[str, Any], runtime: str, batch: int) -> str:
     if not entry:
         return "-"
     if "error" in entry:
-        return "error"
+        return "n/a" if "contrib ops" in entry["error"] else "error"
     ratio = entry.get("speedup_vs_fp32_ort")
     return f"{entry['p50_ms']:.1f} ({ratio:.2f}x)" if ratio else f"{entry['p50_ms']:.1f}"
 

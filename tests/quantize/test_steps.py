@@ -291,3 +291,30 @@ def test_histogram_of_a_constant_tensor_at_any_magnitude(value: float) -> None:
     assert hist.counts.sum() == 72 and hist.hi > hist.lo
     lo, hi = choose_range(hist, "mse", 99.99)
     assert np.isfinite(lo) and np.isfinite(hi)
+
+
+def test_a_slow_speed_verdict_is_retimed_before_it_stops_the_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One noisy quick look below --min-speedup must not end the fallback search: it is timed again, longer."""
+    from toolchain.quantize import speed, stage
+    from toolchain.quantize.config import QuantConfig
+
+    looks = iter([{"fp32": 9.0, "int8": 10.0}, {"fp32": 10.0, "int8": 6.0},  # slow, then fast when retimed
+                  {"fp32": 10.0, "int8": 5.0},  # fast at once
+                  {"fp32": 9.0, "int8": 10.0}, {"fp32": 8.0, "int8": 10.0}])  # slow twice: the longer look counts
+    calls: list[int] = []
+
+    def fake_ratio(models, x, threads=None, rounds=15, warmup=3):
+        calls.append(rounds)
+        return {"median_ms": next(looks)}
+
+    monkeypatch.setattr(speed, "speed_ratio", fake_ratio)
+    x = np.zeros((2, *SPEC.input_size), np.float32)[:, None].repeat(SPEC.channels, 1)
+    config = QuantConfig(speed=False)
+    assert stage._speedup(Path("a.onnx"), Path("b.onnx"), SPEC, x, config) == pytest.approx(10 / 6, abs=1e-3)
+    assert calls == [9, 27]
+    calls.clear()
+    assert stage._speedup(Path("a.onnx"), Path("b.onnx"), SPEC, x, config) == pytest.approx(2.0, abs=1e-3)
+    assert calls == [9]  # a fast first look is not timed again
+    calls.clear()
+    assert stage._speedup(Path("a.onnx"), Path("b.onnx"), SPEC, x, config) == pytest.approx(0.8, abs=1e-3)
+    assert calls == [9, 27]
