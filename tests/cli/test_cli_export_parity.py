@@ -71,7 +71,7 @@ def test_export_verification_failure_exit_3_then_refused(tmp_path: Path, user_fi
     out = tmp_path / "quirk"
     result = vtool("export", "--model", f"{user_file}:BatchQuirk", "--format", "torchscript", "--data", "digits",
                    "--samples", "16", "--out", out)
-    assert "does not match the eager model" in one_line_error(result, code=3)
+    assert "does not match its reference (torch eager)" in one_line_error(result, code=3)
     assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
     assert "status 'failed'" in one_line_error(vtool("parity", trained_tiny_cnn, out))
 

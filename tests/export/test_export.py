@@ -205,7 +205,7 @@ def test_verification_failure_writes_failed_artifact_refused_later(tmp_path: Pat
 
     dest = tmp_path / "quirk"
     shutil.copytree(exported_tiny_cnn("torchscript"), dest)  # a good artifact already there
-    with pytest.raises(ExportVerificationError, match="does not match the eager model") as info:
+    with pytest.raises(ExportVerificationError, match=r"does not match its reference \(torch eager\)") as info:
         export_model(load_model(f"{user_models}:BatchQuirk"),
                      ExportConfig(format="torchscript", out=dest, data="digits", verify_samples=16, overwrite=True))
     assert isinstance(info.value, ThresholdError) and info.value.exit_code == 3

@@ -79,7 +79,7 @@ class ExportResult:
 
 
 class ExportVerificationError(ThresholdError):
-    """The export was written but does not match the eager model (status 'failed'); exit code 3."""
+    """Written with status 'failed': it does not match its reference (eager model, or source ONNX for IR); exit 3."""
 
     def __init__(self, message: str, result: ExportResult) -> None:
         super().__init__(message)
@@ -234,7 +234,8 @@ def _export(loaded: LoadedModel, config: ExportConfig, dest: Path) -> ExportResu
     result = ExportResult(load_artifact(target), export_time, manifest.verification)
     if manifest.status == "failed":
         kept = f" (the good artifact at {dest} was kept)" if target != dest else ""
-        result.failure = (f"Export of {loaded.name} to {fmt} does not match the eager model: "
+        reference = manifest.verification.get("reference") or "the eager model"
+        result.failure = (f"Export of {loaded.name} to {fmt} does not match its reference ({reference}): "
                           f"{manifest.verification['summary']}. Written with status 'failed' to {target}{kept}; "
                           "later stages refuse it.")
         raise ExportVerificationError(result.failure, result)
