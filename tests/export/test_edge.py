@@ -260,6 +260,8 @@ def test_int8_ir_from_a_quantized_onnx_artifact(exported_tiny_cnn, tmp_path: Pat
     manifest = result.artifact.manifest
     assert manifest.precision == "int8" and manifest.export["fake_quantize_ops"] > 0
     assert manifest.verification["reference"] == "int8 on openvino" and result.passed
+    # the IR is the graph OpenVINO reads for that ONNX: identical logits, not merely within atol
+    assert all(b["max_abs_diff"] == 0.0 for b in manifest.verification["batches"].values())
     saved = json.loads((result.path / "manifest.json").read_text())
     assert saved["quantization"]["engine"] == "onnxruntime"
 
