@@ -62,6 +62,8 @@ def test_vit_ptq_picks_the_fused_dynamic_candidate_and_records_its_runtime(vit_o
         one_line_error(run_cli("export", "--model", tmp_path / "int8", "--format", "openvino",
                                "--out", tmp_path / "ir"), "contrib ops")
         assert not (tmp_path / "ir").exists()
+        one_line_error(run_cli("bench", tmp_path / "int8", "--batch-size", "1", "--backend", "openvino"),
+                       "restricts it to onnxruntime")
 
 
 def test_fusion_off_and_a_failed_check_fall_back_to_static_qdq(vit_onnx: Path, tmp_path: Path,

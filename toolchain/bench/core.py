@@ -84,7 +84,7 @@ def plan_backends(models: list[LoadedModel], requested: list[str] | None,
     missing backends are errors, and so is a backend that can run none of the models; a backend that
     runs only some of them skips the others with a note (e.g. torch with an fp32 module + an ONNX file).
     """
-    from toolchain.runners import RUNNERS, installed_runners, model_format, runners_for
+    from toolchain.runners import RUNNERS, installed_runners, model_format, only_runtimes, runners_for
 
     installed = installed_runners()
     notes: list[str] = []
@@ -98,6 +98,15 @@ def plan_backends(models: list[LoadedModel], requested: list[str] | None,
                                              f"'{RUNNERS[name][2]}'). Installed backends: {', '.join(installed)}.")
             if not any(name in runners_for(m) for m in models):
                 formats = sorted({model_format(m) for m in models})
+                restricted = [m for m in models if model_format(m) in RUNNERS[name][3] and only_runtimes(m)]
+                if restricted:
+                    allowed = sorted({r for m in restricted for r in only_runtimes(m) or []})
+                    raise UserInputError(
+                        f"Backend '{name}' cannot run {', '.join(m.name for m in restricted)}: its manifest restricts "
+                        f"it to {', '.join(allowed)} (the graph uses that runtime's own fused ops). Backends for "
+                        f"these models: "
+                        f"{', '.join(sorted({r for m in models for r in runners_for(m)}))}."
+                    )
                 raise UserInputError(
                     f"Backend '{name}' cannot run {', '.join(formats)} models; it runs {', '.join(RUNNERS[name][3])}. "
                     f"Backends for these models: {', '.join(sorted({r for m in models for r in runners_for(m)}))}."
