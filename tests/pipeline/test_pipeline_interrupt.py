@@ -62,8 +62,11 @@ def test_sigint_during_quantization_keeps_earlier_artifacts(tmp_path: Path) -> N
     args = ["--model", "tiny-cnn", "--epochs", "1", "--formats", "onnx", "--quantize", "ptq,qat", "--qat-epochs",
             str(QAT_EPOCHS), "--batch-size", "1", "--bench-seconds", "0.05", "--out", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    # A CI job started in the background inherits SIGINT ignored, and Python then never raises KeyboardInterrupt:
+    # the child gets the default disposition back, as a terminal would give it.
     proc = subprocess.Popen([sys.executable, "-m", "toolchain.cli", "pipeline", *args], stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     try:
         _interrupt_during(proc, f"QAT epoch 1/{QAT_EPOCHS}", lines)  # logged inside the quantize-qat stage

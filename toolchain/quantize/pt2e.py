@@ -221,7 +221,11 @@ def save_pt2(converted: Any, spec: ModelSpec, path: Path) -> None:
 def export_onnx(converted: Any, spec: ModelSpec, path: Path, opset: int = 18) -> None:
     """Dynamo ONNX export of a converted PT2E graph: quantize/dequantize ops become QDQ nodes ORT runs."""
     import torch
+    from torchao.quantization.pt2e import move_exported_model_to_eval
 
+    move_exported_model_to_eval(converted)  # eval-mode ops (dropout, batch norm) in the graph
+    for module in converted.modules():  # and the flag the exporter checks (exported modules refuse .eval())
+        module.training = False
     try:
         torch.onnx.export(converted, (_example(spec),), str(path), dynamo=True, external_data=False,
                           dynamic_shapes=_dynamic_batch(), opset_version=opset, verbose=False)
