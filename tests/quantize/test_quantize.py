@@ -364,3 +364,14 @@ def test_cli_help_lists_the_ptq_steps() -> None:
     for flag in ("--reconstruction", "--cle", "--bias-correction", "--smoothquant", "--fuse-transformer",
                  "--min-speedup", "--distill"):
         assert flag in result.output
+
+
+def test_distillation_qat_refuses_torchrun(tiny_cnn_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Label-free QAT distils in one process: under torchrun (--nproc) it says so in one line before any work."""
+    from toolchain.distributed import config as dist_config
+    from toolchain.quantize import pt2e
+
+    monkeypatch.setattr(dist_config, "in_torchrun", lambda: True)
+    with pytest.raises(UserInputError, match="runs in one process: drop --nproc") as info:
+        pt2e.qat_distill(tiny_cnn_model.module, tiny_cnn_model.spec, lambda: [], QuantConfig().qat(), False)
+    assert "\n" not in str(info.value)
