@@ -218,3 +218,14 @@ def test_onnxruntime_run_outputs_all_named_and_intermediate(tiny_cnn_model, expo
         get_runner("onnxruntime", path, spec=tiny_cnn_model.spec, expose_outputs=["nope"]).load()
     with pytest.raises(UserInputError, match="graph_optimization"):
         get_runner("onnxruntime", path, spec=tiny_cnn_model.spec, graph_optimization="max").load()
+
+
+def test_channels_last_runner_gives_the_module_back_contiguous(tiny_cnn_model, real_images) -> None:
+    """Module.to(memory_format=...) works in place: a channels_last bench must not leave the caller's weights
+    channels_last (ExecuTorch's export then failed on 'Expected ... to be NCHW' later in the same process)."""
+    import torch
+
+    with get_runner("torch", tiny_cnn_model, channels_last=True) as runner:
+        runner.infer(real_images[:2])
+    weights = [p for p in tiny_cnn_model.module.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.contiguous_format) for p in weights)

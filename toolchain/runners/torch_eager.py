@@ -79,5 +79,9 @@ class TorchRunner(TorchModuleRunner):
         return module
 
     def close_impl(self) -> None:
+        import torch
+
         if self.device == "cuda":
             self.model.module.to("cpu")
+        if self.options.get("channels_last"):  # Module.to works in place: give the caller's module back as it was
+            self.model.module.to(memory_format=torch.contiguous_format)
