@@ -1,5 +1,5 @@
 """Transformer fusion: attention blocks become one com.microsoft.Attention, the fp32 function is kept, the fused
-dynamic INT8 candidate is judged first on ViTs, and runtimes that cannot read contrib ops refuse it in one line."""
+dynamic INT8 candidate is judged first on ViTs, and other runtimes refuse it in one line."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_vit_ptq_picks_the_fused_dynamic_candidate_and_records_its_runtime(vit_o
     if importlib.util.find_spec("openvino") is not None:
         with pytest.raises(UserInputError, match="onnxruntime only"):
             get_runner("openvino", model)
-        # the file itself, without its manifest: OpenVINO is told which contrib ops it cannot read
+        # the file itself, without its manifest: OpenVINO is refused, naming the contrib ops
         one_line_error(run_cli("export", "--model", tmp_path / "int8", "--format", "openvino",
                                "--out", tmp_path / "ir"), "contrib ops")
         assert not (tmp_path / "ir").exists()

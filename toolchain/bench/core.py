@@ -97,19 +97,20 @@ def plan_backends(models: list[LoadedModel], requested: list[str] | None,
                 raise MissingDependencyError(f"Backend '{name}' is not installed (needs the Python package "
                                              f"'{RUNNERS[name][2]}'). Installed backends: {', '.join(installed)}.")
             if not any(name in runners_for(m) for m in models):
-                formats = sorted({model_format(m) for m in models})
-                restricted = [m for m in models if model_format(m) in RUNNERS[name][3] and only_runtimes(m)]
+                usable = ", ".join(sorted({r for m in models for r in runners_for(m)}))
+                restricted = {m.name: only_runtimes(m) for m in models if model_format(m) in RUNNERS[name][3]
+                              and only_runtimes(m)}
                 if restricted:
-                    allowed = sorted({r for m in restricted for r in only_runtimes(m) or []})
+                    allowed = sorted({r for runtimes in restricted.values() for r in runtimes})
                     raise UserInputError(
-                        f"Backend '{name}' cannot run {', '.join(m.name for m in restricted)}: its manifest restricts "
-                        f"it to {', '.join(allowed)} (the graph uses that runtime's own fused ops). Backends for "
-                        f"these models: "
-                        f"{', '.join(sorted({r for m in models for r in runners_for(m)}))}."
+                        f"Backend '{name}' cannot run {', '.join(restricted)}: its manifest restricts it to "
+                        f"{', '.join(allowed)} (the graph uses that runtime's own fused ops). Backends for these "
+                        f"models: {usable}."
                     )
+                formats = sorted({model_format(m) for m in models})
                 raise UserInputError(
                     f"Backend '{name}' cannot run {', '.join(formats)} models; it runs {', '.join(RUNNERS[name][3])}. "
-                    f"Backends for these models: {', '.join(sorted({r for m in models for r in runners_for(m)}))}."
+                    f"Backends for these models: {usable}."
                 )
     plan = []
     off_device = [] if requested else [r for r in installed if not runs_on(r, device)]

@@ -163,8 +163,8 @@ def _match(g: OnnxGraph, softmax: Any) -> tuple[dict[str, Any] | None, str]:
 
 
 def _single_user(g: OnnxGraph, tensor: str, op: str) -> Any | None:
-    users = g.consumers.get(tensor, [])
-    return users[0] if len(users) == 1 and users[0].op_type == op else None
+    node = g.next_op(tensor)
+    return node if node is not None and node.op_type == op else None
 
 
 def fuse_attention(g: OnnxGraph) -> tuple[int, int, int | None, list[str]]:

@@ -105,6 +105,10 @@ class OnnxGraph:
         ops = self.op_types()
         return bool(ops & TRANSFORMER_OPS) and "MatMul" in ops
 
+    def is_transformer(self, preset: str) -> bool:
+        """What --preset says (vit: yes, cnn: no), or for auto what the graph's ops say."""
+        return preset == "vit" or (preset == "auto" and self.looks_like_transformer())
+
     def quantized_ops(self) -> list[str]:
         return sorted(self.op_types() & QUANT_OPS)
 

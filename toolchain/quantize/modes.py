@@ -95,11 +95,10 @@ def fused_dynamic(fp32: Path, data: QuantData, config: QuantConfig, ints: IntSet
     from toolchain.quantize import dynamic, fusion
     from toolchain.quantize.graph import OnnxGraph
 
-    choice, steps = config.fuse_transformer, config.steps()
-    if choice == "off":
+    if config.fuse_transformer == "off":
         return None, {}
-    if choice == "auto" and not (steps.preset == "vit" or (steps.preset == "auto"
-                                                           and OnnxGraph.load(fp32).looks_like_transformer())):
+    source = OnnxGraph.load(fp32)
+    if config.fuse_transformer == "auto" and not source.is_transformer(config.preset):
         return None, {}
     probe = next(iter(data.calibration()))[:8].astype(np.float32)
     fused_fp32 = work / "fused.onnx"
@@ -123,7 +122,7 @@ def fused_dynamic(fp32: Path, data: QuantData, config: QuantConfig, ints: IntSet
     float_layers = [n.name for n in weighted if n.op_type == "Conv" or n.name in config.nodes_to_exclude]
     candidate = judge("fused-dynamic", path, float_layers)
     candidate.calibration = "dynamic (run time)"
-    candidate.float_macs_share = macs_share(OnnxGraph.load(fp32).layers(), float_layers)  # unfused: all MACs
+    candidate.float_macs_share = macs_share(source.layers(), float_layers)  # unfused: all MACs
     candidate.speedup = speed(path)
     if candidate.speedup is not None and candidate.speedup < config.min_speedup:
         candidate.failures.append(f"{candidate.speedup:.2f}x fp32 speed < --min-speedup {config.min_speedup:g}")

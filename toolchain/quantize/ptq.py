@@ -54,7 +54,7 @@ class StaticPtq:
         self.workdir, self.threads = workdir, threads
         self.source = fp32
         self.graph = OnnxGraph.load(fp32)
-        self.transformer = steps.preset == "vit" or (steps.preset == "auto" and self.graph.looks_like_transformer())
+        self.transformer = self.graph.is_transformer(steps.preset)
         self.op_types = list(VIT_OP_TYPES) if self.transformer else None
         self.records: list[StepRecord] = []
         self.ranges: dict[str, tuple[float, float]] = {}

@@ -70,7 +70,12 @@ class OpenVinoRunner(Runner):
 
 
 def refuse_contrib_ops(path: Any) -> None:
-    """OpenVINO reads standard ONNX only: name the ONNX Runtime contrib ops (a fused transformer graph) up front."""
+    """Refuse an ONNX graph with ONNX Runtime contrib ops (vtool's fused transformer INT8) up front, naming them.
+
+    OpenVINO's ONNX frontend converts some of them (fp32 Attention, SkipLayerNormalization, BiasGelu) but not
+    QAttention/MatMulInteger chains, and fails deep in its frontend when it cannot; vtool runs such graphs on
+    onnxruntime only.
+    """
     if not str(path).endswith(".onnx"):
         return
     import onnx
@@ -79,6 +84,6 @@ def refuse_contrib_ops(path: Any) -> None:
     ops = sorted({n.op_type for n in model.graph.node if n.domain == "com.microsoft"})
     if ops:
         raise UserInputError(
-            f"'{path}' uses ONNX Runtime contrib ops ({', '.join(ops)}), which OpenVINO cannot read: run it with "
+            f"'{path}' uses ONNX Runtime contrib ops ({', '.join(ops)}), which vtool runs on onnxruntime only: use "
             "--backend onnxruntime, or quantize with --fuse-transformer off for a graph OpenVINO can take."
         )
