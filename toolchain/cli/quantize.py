@@ -38,7 +38,12 @@ def quantize_cmd(
     samples: int = typer.Option(256, "--samples", help="Calibration images (stratified over classes)."),
     reconstruction: str = typer.Option("gptq", "--reconstruction",
                                        help="Weights: gptq (layer-wise output error, activation-aware) or nearest."),
-    recon_samples: int = typer.Option(64, "--recon-samples", help="Calibration images driving gptq/bias correction."),
+    recon_samples: int = typer.Option(64, "--recon-samples",
+                                      help="Calibration images driving gptq, --refit and bias correction."),
+    refit: str = typer.Option("auto", "--refit",
+                              help="Refit each layer, in graph order, on the INT8 model's own inputs; a refit is "
+                                   "kept only where it lowers the layer's error on held-out calibration images: "
+                                   "auto (CNN graphs), on, off."),
     cle: str = typer.Option("auto", "--cle", help="Cross-layer equalization + high-bias absorption: auto (with "
                                                   "--per-tensor), on, off."),
     bias_correction: bool = typer.Option(False, "--bias-correction/--no-bias-correction",
@@ -91,7 +96,7 @@ def quantize_cmd(
 
     config = QuantConfig(
         mode=mode, engine=deprecated("--backend", "--engine", backend, engine), calibration=calibration,
-        samples=samples, reconstruction=reconstruction, recon_samples=recon_samples, cle=cle,
+        samples=samples, reconstruction=reconstruction, recon_samples=recon_samples, refit=refit, cle=cle,
         bias_correction=bias_correction, smoothquant=smoothquant, stream_alpha=stream_alpha,
         fuse_transformer=fuse_transformer, min_speedup=min_speedup, distill=distill,
         percentile=percentile, max_drop=max_drop, min_agreement=min_agreement,

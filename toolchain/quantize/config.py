@@ -62,6 +62,7 @@ class PtqSteps:
     cle: str  # cross-layer equalization + high-bias absorption: auto (per-tensor weights only), on, off
     reconstruction: str  # gptq (layer-wise output error) or nearest (round to nearest)
     bias_correction: bool
+    refit: str  # refit layers on the INT8 model's own inputs (refine.py): auto (CNN graphs), on, off
     smoothquant: float | None  # alpha for transformer MatMul/Gemm; None: auto (0.5 on transformers)
     stream_alpha: float | None  # activation equalization of CNN residual streams; None: off
     fuse_transformer: str  # ORT transformer fusion for ViT graphs: auto, on, off
@@ -99,6 +100,7 @@ class QuantConfig:
     batch_size: int = 32
     recon_samples: int = 64  # calibration images whose statistics drive weight reconstruction
     reconstruction: str = "gptq"
+    refit: str = "auto"  # refit each layer on the INT8 model's inputs, kept where held-out error drops
     cle: str = "auto"
     bias_correction: bool = False
     smoothquant: float | None = None
@@ -137,6 +139,7 @@ class QuantConfig:
         check_choice("calibration method", self.calibration, CALIBRATIONS)
         check_choice("weight reconstruction", self.reconstruction, RECONSTRUCTIONS)
         check_choice("--cle", self.cle, SWITCHES)
+        check_choice("--refit", self.refit, SWITCHES)
         check_choice("--fuse-transformer", self.fuse_transformer, SWITCHES)
         check_choice("--distill", self.distill, DISTILL)
         check_choice("op preset", self.preset, PRESETS)
@@ -195,8 +198,8 @@ class QuantConfig:
                                    self.recon_samples, self.seed)
 
     def steps(self) -> PtqSteps:
-        return PtqSteps(self.cle, self.reconstruction, self.bias_correction, self.smoothquant, self.stream_alpha,
-                        self.fuse_transformer, self.preset)
+        return PtqSteps(self.cle, self.reconstruction, self.bias_correction, self.refit, self.smoothquant,
+                        self.stream_alpha, self.fuse_transformer, self.preset)
 
     def search(self) -> SearchSettings:
         return SearchSettings(self.fallback, self.max_float_nodes, self.min_speedup, tuple(self.nodes_to_exclude))

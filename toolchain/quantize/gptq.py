@@ -141,10 +141,12 @@ def round_to_nearest(matrix: np.ndarray, scale: np.ndarray, qmax: int) -> np.nda
 
 
 def gptq_round(matrix: np.ndarray, hessian: object, scale: np.ndarray, qmax: int, damp: float = 0.01,
-               block: int = 128) -> np.ndarray:
+               block: int = 128, free_last: bool = False) -> np.ndarray:
     """Integer weights (O, K) minimising sum_o (w_o - s_o q_o)^T H (w_o - s_o q_o) greedily (GPTQ).
 
     `hessian` is (G, K, K): G groups of O/G output channels share one H (G = O for per-row H).
+    `free_last`: the last column (a bias against a constant-1 input) takes the propagated error and is
+    returned unrounded (in units of the scale).
     """
     import torch
 
@@ -162,7 +164,10 @@ def gptq_round(matrix: np.ndarray, hessian: object, scale: np.ndarray, qmax: int
         inverse = torch.cholesky_inverse(torch.linalg.cholesky(h))
         upper = torch.linalg.cholesky(inverse, upper=True)
     except RuntimeError:  # numerically singular even after damping: fall back to rounding
-        return round_to_nearest(matrix, scale, qmax)
+        rounded = round_to_nearest(matrix, scale, qmax)
+        if free_last:
+            rounded[:, -1] = matrix[:, -1] / scale
+        return rounded
     q = torch.zeros_like(w)
     for start in range(0, fan, block):
         stop = min(start + block, fan)
@@ -171,6 +176,9 @@ def gptq_round(matrix: np.ndarray, hessian: object, scale: np.ndarray, qmax: int
         ub = upper[:, start:stop, start:stop]
         for j in range(stop - start):
             column = wb[:, :, j]
+            if free_last and start + j == fan - 1:
+                q[:, :, start + j] = column / s
+                continue
             qcol = torch.clamp(torch.round(column / s), -qmax, qmax)
             q[:, :, start + j] = qcol
             err = (column - qcol * s) / ub[:, j, j].unsqueeze(1)

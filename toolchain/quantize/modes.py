@@ -52,6 +52,7 @@ def onnx_ptq(fp32: Path, data: QuantData, config: QuantConfig, ints: IntSettings
     ptq = StaticPtq(pre, data.spec, data, config.calibration_settings(), ints, config.steps(), work, config.threads)
     ptq.prepare()
     ptq.calibrate()
+    ptq.refit()
     layers = ptq.layers()
 
     def build(float_layers: list[str], tag: str) -> Path:

@@ -59,6 +59,7 @@ class StaticPtq:
         self.records: list[StepRecord] = []
         self.ranges: dict[str, tuple[float, float]] = {}
         self.weights: dict[str, emit.IntWeight] = {}
+        self.refined_biases: dict[str, np.ndarray] = {}  # INT8 layers only: float layers keep the fp32 bias
         self.layer_errors: dict[str, float] = {}
         self.base_exclude: list[str] = []
         self.calibration_info: dict[str, Any] = {}
@@ -210,6 +211,35 @@ class StaticPtq:
             figures = {"worst_layer": worst[0], "worst_layer_sqnr_db": round(-10 * np.log10(max(worst[1], 1e-30)), 2)}
         self._record(name, True, note, started, **figures)
 
+    def refit(self) -> None:
+        """Refit each layer on the all-INT8 model's own inputs, in graph order (refine.py)."""
+        from toolchain.quantize import refine
+
+        mode = self.steps.refit
+        images = min(self.calib.recon_samples, self.stats.images if self.stats else 0)
+        reason = ("off" if mode == "off" else
+                  "auto: not on transformer graphs (--refit on to force)" if mode == "auto" and self.transformer else
+                  "needs per-channel weights" if not self.ints.per_channel else
+                  "--bias-correction is on (the refit corrects biases itself)" if self.steps.bias_correction else
+                  f"needs >= {2 * refine.CHUNK} calibration images for reconstruction, has {images}"
+                  if images < 2 * refine.CHUNK else "")
+        if reason:
+            self._record("weights:refit", False, reason)
+            return
+        started = time.perf_counter()
+        log.info("weights:refit: refitting %d layers one at a time on the INT8 model's inputs (%d images)",
+                 len(self.layers()), images)
+        qdq = self.build([], "refit")
+        results = refine.refit_sequential(self.graph, self.prepared, qdq, self.spec, self.layers(),
+                                          self.data.calibration, images, self.ints.weight_qmax,
+                                          self.weights, self.refined_biases, self.threads, self.calib.seed)
+        kept = [r for r in results if r.kept]
+        gain = [r.error_before / max(r.error_after, 1e-30) for r in kept]
+        self._record("weights:refit", bool(kept), f"{len(kept)} of {len(results)} layers refit on INT8 inputs "
+                     "(each kept only where it lowers the output error on the held-out half of "
+                     f"{images} images)", started, layers_refit=len(kept), layers_tried=len(results),
+                     median_error_ratio=round(float(np.median(gain)), 3) if gain else None)
+
     def _correct_biases(self, layers: list[Layer], stats: capture.Calibration) -> None:
         """Analytic bias correction (Nagel et al. 2019): b -= (W~ - W) E[x] per output channel."""
         if not self.steps.bias_correction:
@@ -241,7 +271,8 @@ class StaticPtq:
                           reduce_range=self.ints.reduce_range, activation_type=self.ints.activation_type,
                           weight_type=self.ints.weight_type, exclude=exclude, op_types=self.op_types)
         if self.ints.per_channel:
-            biases = {layer.bias: self.graph.array(layer.bias) for layer in self.layers() if layer.bias}
+            biases = {layer.bias: self.refined_biases.get(layer.bias, self.graph.array(layer.bias))
+                      for layer in self.layers() if layer.bias}
             emit.patch_weights(out, out, self.weights, biases)
         return out
 

@@ -1,0 +1,92 @@
+"""The refit on INT8 inputs (refine.py): it must undo error that reaches a layer, and keep nothing that hurts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from graphs import SPEC, conv_net, run
+
+from toolchain.quantize import emit, gptq, refine
+from toolchain.quantize.graph import OnnxGraph, weight_matrix
+
+
+def test_gptq_leaves_a_free_last_column_unrounded() -> None:
+    rng = np.random.default_rng(0)
+    weights = rng.normal(0, 1, (4, 6))
+    scales = gptq.symmetric_scales(weights[:, :5], 15)
+    eye = torch.eye(6, dtype=torch.float64).unsqueeze(0)
+    q = gptq.gptq_round(weights, eye, scales, 15, free_last=True)
+    assert np.all(q[:, :5] == np.round(q[:, :5]))
+    np.testing.assert_allclose(q[:, 5] * scales, weights[:, 5])  # independent inputs: nothing propagates
+    inputs = rng.normal(0, 1, (2000, 5)) @ rng.normal(0, 1, (5, 5))
+    augmented = np.concatenate([inputs, np.ones((2000, 1))], axis=1)
+    hessian = torch.from_numpy(augmented.T @ augmented / 2000).unsqueeze(0)
+    q = gptq.gptq_round(weights, hessian, scales, 15, free_last=True)
+    assert not np.allclose(q[:, 5] * scales, weights[:, 5])  # the bias took rounding error it could absorb
+    assert not np.all(q[:, 5] == np.round(q[:, 5]))
+
+
+def _qdq(tmp_path: Path, x: np.ndarray, squeeze: float) -> tuple[OnnxGraph, Path, Path, dict[str, emit.IntWeight]]:
+    """conv_net quantized with the first activation's range cut to `squeeze` of its maximum: a systematic error."""
+    from toolchain.runners import get_runner
+
+    src = OnnxGraph(conv_net()).save(tmp_path / "fp32.onnx")
+    graph = OnnxGraph.load(src)
+    names = ["c1", "a1", "c2", "a2", "gap", "flat", "logits"]
+    with get_runner("onnxruntime", src, spec=SPEC, graph_optimization="disable", expose_outputs=names[:-1]) as r:
+        values = r.run_outputs(x)
+    ranges = {n: (min(float(v.min()), 0.0), max(float(v.max()), 0.0)) for n, v in values.items()}
+    ranges["input"] = (float(x.min()), float(x.max()))
+    ranges["a1"] = (0.0, ranges["a1"][1] * squeeze)
+    cache = emit.write_ranges(ranges, tmp_path / "ranges.json")
+    qdq = emit.quantize_qdq(src, tmp_path / "q.onnx", cache, per_channel=True, reduce_range=False,
+                            activation_type="uint8", weight_type="int8", exclude=[], op_types=None)
+    weights = {}
+    for layer in graph.layers():
+        w = graph.array(layer.weight)
+        scales = gptq.symmetric_scales(weight_matrix(layer, w), 127)
+        weights[layer.weight] = emit.IntWeight(np.round(w / scales.reshape(-1, *[1] * (w.ndim - 1))), scales)
+    biases = {layer.bias: graph.array(layer.bias) for layer in graph.layers()}
+    emit.patch_weights(qdq, qdq, weights, biases)
+    return graph, src, qdq, weights
+
+
+def test_refit_undoes_a_systematic_error_and_reports_each_layer(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
+    fresh = rng.normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
+    graph, src, qdq, weights = _qdq(tmp_path, x, squeeze=0.4)
+    reference = run(src, fresh)
+    before = run(qdq, fresh)
+    biases: dict[str, np.ndarray] = {}
+    results = refine.refit_sequential(graph, src, qdq, SPEC, graph.layers(), lambda: iter([x]), 64, 127,
+                                      weights, biases)
+    assert [r.layer for r in results] == ["conv1", "conv2", "fc"]
+    by_name = {r.layer: r for r in results}
+    assert by_name["conv2"].kept and by_name["conv2"].error_after < 0.9 * by_name["conv2"].error_before
+    assert all(r.error_after < r.error_before for r in results if r.kept)
+    assert "b2" in biases  # conv2's bias absorbed part of the clipped activation's mean
+    after = run(qdq, fresh)  # the QDQ file was patched in place with what was kept
+    error = lambda y: float(((y - reference) ** 2).mean())  # noqa: E731
+    assert error(after) < 0.8 * error(before)  # on images the refit never saw
+
+
+def test_a_refit_that_does_not_lower_held_out_error_is_not_kept(tmp_path: Path, monkeypatch) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (32, 3, 8, 8)).astype(np.float32)
+    graph, src, qdq, weights = _qdq(tmp_path, x, squeeze=0.4)
+    original = {k: v.values.copy() for k, v in weights.items()}
+    stored = qdq.read_bytes()
+
+    def worse(self, matrix, bias, qmax, ridge=refine.RIDGE):  # a fit that ruins the layer
+        scales = gptq.symmetric_scales(matrix, qmax)
+        return -gptq.round_to_nearest(matrix, scales, qmax), scales, None if bias is None else -bias, 0.0
+
+    monkeypatch.setattr(refine.PairStats, "solve", worse)
+    results = refine.refit_sequential(graph, src, qdq, SPEC, graph.layers(), lambda: iter([x]), 32, 127, weights, {})
+    assert len(results) == 3 and not any(r.kept for r in results)
+    assert all(r.error_after > r.error_before for r in results)
+    assert all(np.array_equal(weights[k].values, original[k]) for k in original)
+    assert qdq.read_bytes() == stored
