@@ -224,3 +224,23 @@ def test_qat_over_two_processes(trained_tiny_cnn: Path, tmp_path: Path) -> None:
     result = json.loads((tmp_path / "q.json").read_text())
     assert (tmp_path / "qat" / "model.onnx").is_file() and result["qat"]["epochs"] == 2
     assert proc.stdout.count("quantize qat") == 1
+
+
+def test_more_workers_than_gpus_train_on_the_cpu_or_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen on a 1-GPU machine: --nproc 2 picked nccl and rank 1 died on torch.cuda.set_device(1)."""
+    import torch
+
+    from toolchain.distributed import runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert DistributedConfig(nproc=2).resolved_device() == "cpu"
+    assert DistributedConfig(nproc=2).resolved_backend() == "gloo"
+    assert DistributedConfig(nproc=1, device="cuda").resolved_device() == "cuda"
+    with pytest.raises(UserInputError, match="needs one GPU per worker and this machine has 1"):
+        DistributedConfig(nproc=2, device="cuda").resolved_device()
+    for name, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1"), ("LOCAL_WORLD_SIZE", "2")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(runtime, "_CURRENT", None)
+    with pytest.raises(runtime.DistributedError, match="need one GPU each"):
+        runtime.current("cuda")

@@ -80,6 +80,7 @@ def pipeline_cmd(
     from toolchain.tracking import log_pipeline, tracking
 
     with tracking(track, str(config.run), config.out, track_uri, "pipeline") as tracker:
-        result = run_pipeline(config, notify=lambda msg: status_console().print(f"[bold cyan]>[/] {msg}"))
+        from rich.markup import escape  # a budget table's [step: ...] is text, not markup
+        result = run_pipeline(config, notify=lambda msg: status_console().print(f"[bold cyan]>[/] {escape(msg)}"))
         log_pipeline(tracker, result, config.to_dict())
     finish(result, pipeline_view(result), json_path, schema=schema_id("pipeline"))

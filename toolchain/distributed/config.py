@@ -62,12 +62,22 @@ class DistributedConfig:
         return self.nproc > 1
 
     def resolved_device(self) -> str:
-        """cpu or cuda (auto: cuda when torch sees a GPU; torch is imported only then)."""
-        if self.device != "auto":
-            return self.device
+        """cpu or cuda (auto: cuda when torch sees one GPU per worker; torch is imported only then)."""
+        if self.device == "cpu":
+            return "cpu"
         from toolchain.train.setup import resolve_device
 
-        return resolve_device("auto")
+        device = resolve_device(self.device)
+        if device == "cuda" and self.distributed:
+            import torch
+
+            gpus = torch.cuda.device_count()
+            if self.nproc > gpus:
+                if self.device == "cuda":
+                    raise UserInputError(f"--nproc {self.nproc} on --device cuda needs one GPU per worker and this "
+                                         f"machine has {gpus}: use --nproc {max(gpus, 1)} or --device cpu.")
+                return "cpu"  # auto: more workers than GPUs train on the CPU (gloo), as runtime.current() does
+        return device
 
     def resolved_backend(self) -> str:
         if self.backend != "auto":

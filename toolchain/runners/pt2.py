@@ -22,5 +22,11 @@ class Pt2Runner(TorchModuleRunner):
                 f"torch.export cannot load '{path}' ({first_line(exc)}); the file is corrupt or not a .pt2: "
                 "re-export it."
             ) from None
+        if str(self.device) != "cpu":
+            # Module.to moves parameters and buffers but not the program's lifted tensor constants (a ViT's
+            # class token/position ids): on CUDA forward() then mixed cuda:0 and cpu tensors.
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, self.device)
         # An exported graph is already in eval mode; ExportedProgram modules refuse .eval().
         return program.module().to(self.device)
