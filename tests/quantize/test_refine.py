@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from graphs import SPEC, conv_net, run
 
@@ -90,3 +91,25 @@ def test_a_refit_that_does_not_lower_held_out_error_is_not_kept(tmp_path: Path, 
     assert all(r.error_after > r.error_before for r in results)
     assert all(np.array_equal(weights[k].values, original[k]) for k in original)
     assert qdq.read_bytes() == stored
+
+
+def test_refit_is_a_recorded_step_that_says_why_it_did_not_run(exported_tiny_cnn, tmp_path: Path) -> None:
+    from toolchain.errors import UserInputError
+    from toolchain.quantize import QuantConfig, quantize
+    from toolchain.sources import load_model
+
+    source = load_model(str(exported_tiny_cnn("onnx")))
+
+    def refit_step(out: str, **config: object) -> dict:
+        settings = {"out": tmp_path / out, "speed": False, "eval_samples": 20, "max_drop": 0.5, **config}
+        result = quantize(source, "digits", QuantConfig(**settings))
+        return next(s for s in result.summary["steps"] if s["step"] == "weights:refit")
+
+    step = refit_step("ran", samples=32)
+    assert step["applied"] == (step["layers_refit"] > 0) and step["layers_tried"] == 5
+    assert f"{step['layers_refit']} of 5 layers refit" in step["note"]
+    step = refit_step("few", samples=8)
+    assert not step["applied"] and "needs >= 16 calibration images" in step["note"]
+    assert refit_step("off", samples=32, refit="off")["note"] == "off"
+    with pytest.raises(UserInputError, match="--refit"):
+        QuantConfig(refit="maybe")
