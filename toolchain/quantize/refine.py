@@ -205,6 +205,9 @@ def refit_sequential(graph: OnnxGraph, fp32: Path, qdq: Path, spec: ModelSpec, l
             results.append(Refit(layer.name, kept, before, after, fit.count / (matrix.shape[1] + fit.augment)))
             log.debug("refit %s: held-out output error %.3g -> %.3g (%s)", layer.name, before, after,
                       "kept" if kept else "not kept")
+            if len(results) % 10 == 0 and len(results) < len(todo):
+                log.info("weights:refit: %d of %d layers done, %d kept", len(results), len(todo),
+                         sum(r.kept for r in results))
             if kept:
                 weights[layer.weight] = emit.IntWeight(from_matrix(layer, ints, weight.shape), scales)
                 patch_biases = {}
