@@ -83,7 +83,7 @@ def test_a_refit_that_does_not_lower_held_out_error_is_not_kept(tmp_path: Path, 
 
     def worse(self, matrix, bias, qmax, ridge=refine.RIDGE):  # a fit that ruins the layer
         scales = gptq.symmetric_scales(matrix, qmax)
-        return -gptq.round_to_nearest(matrix, scales, qmax), scales, None if bias is None else -bias, 0.0
+        return -gptq.round_to_nearest(matrix, scales, qmax), scales, None if bias is None else -bias
 
     monkeypatch.setattr(refine.PairStats, "solve", worse)
     results = refine.refit_sequential(graph, src, qdq, SPEC, graph.layers(), lambda: iter([x]), 32, 127, weights, {})

@@ -81,6 +81,36 @@ def output_channels(layer: Layer, y: np.ndarray, keep: object | None = None) -> 
     return out if keep is None else out[:, keep]
 
 
+def sample_layer_positions(layer: Layer, x: np.ndarray, y: np.ndarray,
+                           generator: object) -> tuple[object | None, tuple[int, ...] | None]:
+    """The sampled output positions of one batch (None: all) and the output map size patches() needs."""
+    limit = DEPTHWISE_POSITIONS if layer.depthwise else MAX_POSITIONS
+    keep = sample_positions(layer, x.shape, y.shape, limit, generator)
+    return keep, (tuple(y.shape[2:]) if layer.op == "Conv" else None)
+
+
+def activity_weights(layer: Layer, y: np.ndarray, keep: object | None, active: tuple[float, float],
+                     groups: int) -> object:
+    """Per output channel and position (groups, channels/group, positions): 1 + INACTIVE_SHARE where the
+    following activation passes the fp32 output, INACTIVE_SHARE where it is saturated."""
+    out = output_channels(layer, y, keep)
+    lo, hi = active
+    weight = ((out > lo) & (out < hi)).float() + INACTIVE_SHARE
+    return weight.reshape(groups, out.shape[0] // groups, -1)
+
+
+def weighted_gram(a: object, b: object, weight: object | None, out_channels: int) -> object:
+    """sum over positions of a b^T: one (fan, fan) per group, or per output channel with activity weights."""
+    import torch
+
+    if weight is None:
+        return torch.bmm(a, b.transpose(1, 2))
+    if weight.shape[1] == 1:  # depthwise: one output channel per group
+        return torch.bmm(a * weight, b.transpose(1, 2))
+    fan = a.shape[1]
+    return torch.einsum("grl,gkl,gjl->grkj", weight, a, b).reshape(out_channels, fan, fan)
+
+
 class LayerStats:
     """Accumulates the (masked) input Gram matrices of one layer over calibration batches."""
 
@@ -100,23 +130,10 @@ class LayerStats:
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
         import torch
 
-        limit = DEPTHWISE_POSITIONS if self.layer.depthwise else MAX_POSITIONS
-        keep = sample_positions(self.layer, x.shape, y.shape, limit, self.generator)
-        out_hw = tuple(y.shape[2:]) if self.layer.op == "Conv" else None
+        keep, out_hw = sample_layer_positions(self.layer, x, y, self.generator)
         p = patches(self.layer, x, out_hw, keep)
-        groups, fan, _ = p.shape
-        if self.per_row:
-            out = output_channels(self.layer, y, keep)
-            lo, hi = self.active
-            weight = ((out > lo) & (out < hi)).float() + INACTIVE_SHARE
-            weight = weight.reshape(groups, self.out_channels // groups, -1)
-            if weight.shape[1] == 1:  # depthwise: one output channel per group
-                gram = torch.bmm(p * weight, p.transpose(1, 2))
-            else:
-                gram = torch.einsum("grl,gkl,gjl->grkj", weight, p, p).reshape(self.out_channels, fan, fan)
-        else:
-            gram = torch.bmm(p, p.transpose(1, 2))
-        gram = gram.double()
+        weight = activity_weights(self.layer, y, keep, self.active, p.shape[0]) if self.per_row else None
+        gram = weighted_gram(p, p, weight, self.out_channels).double()
         self.gram = gram if self.gram is None else self.gram + gram
         mean = p.sum(-1, dtype=torch.float64)
         self.mean = mean if self.mean is None else self.mean + mean

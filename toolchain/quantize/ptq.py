@@ -227,10 +227,11 @@ class StaticPtq:
             self._record("weights:refit", False, reason)
             return
         started = time.perf_counter()
+        layers = self.layers()
         log.info("weights:refit: refitting %d layers one at a time on the INT8 model's inputs (%d images)",
-                 len(self.layers()), images)
+                 len(layers), images)
         qdq = self.build([], "refit")
-        results = refine.refit_sequential(self.graph, self.prepared, qdq, self.spec, self.layers(),
+        results = refine.refit_sequential(self.graph, self.prepared, qdq, self.spec, layers,
                                           self.data.calibration, images, self.ints.weight_qmax,
                                           self.weights, self.refined_biases, self.threads, self.calib.seed)
         kept = [r for r in results if r.kept]

@@ -45,7 +45,7 @@ class PairStats:
                  seed: int = 0) -> None:
         import torch
 
-        self.layer, self.active, self.out_channels, self.fan_in = layer, active, out_channels, fan_in
+        self.layer, self.active, self.out_channels = layer, active, out_channels
         self.per_row = active is not None and (layer.depthwise or fan_in <= gptq.PER_ROW_MAX_FAN_IN)
         self.augment = layer.bias is not None
         self.h = None
@@ -57,46 +57,32 @@ class PairStats:
     def add(self, x: np.ndarray, x_int8: np.ndarray, y: np.ndarray) -> None:
         import torch
 
-        limit = gptq.DEPTHWISE_POSITIONS if self.layer.depthwise else gptq.MAX_POSITIONS
-        keep = gptq.sample_positions(self.layer, x.shape, y.shape, limit, self.generator)
-        out_hw = tuple(y.shape[2:]) if self.layer.op == "Conv" else None
+        keep, out_hw = gptq.sample_layer_positions(self.layer, x, y, self.generator)
         p = gptq.patches(self.layer, x, out_hw, keep)
         pq = gptq.patches(self.layer, x_int8, out_hw, keep)
         if self.augment:
             ones = torch.ones(p.shape[0], 1, p.shape[2])
             p, pq = torch.cat([p, ones], 1), torch.cat([pq, ones], 1)
-        groups, fan, _ = p.shape
-        if self.per_row:
-            out = gptq.output_channels(self.layer, y, keep)
-            lo, hi = self.active
-            weight = (((out > lo) & (out < hi)).float() + gptq.INACTIVE_SHARE)
-            weight = weight.reshape(groups, self.out_channels // groups, -1)
-            if weight.shape[1] == 1:
-                h = torch.bmm(pq * weight, pq.transpose(1, 2))
-                c = torch.bmm(p * weight, pq.transpose(1, 2))
-                pp = torch.bmm(p * weight, p.transpose(1, 2))
-            else:
-                h = torch.einsum("grl,gkl,gjl->grkj", weight, pq, pq).reshape(self.out_channels, fan, fan)
-                c = torch.einsum("grl,gkl,gjl->grkj", weight, p, pq).reshape(self.out_channels, fan, fan)
-                pp = torch.einsum("grl,gkl,gjl->grkj", weight, p, p).reshape(self.out_channels, fan, fan)
-        else:
-            h = torch.bmm(pq, pq.transpose(1, 2))
-            c = torch.bmm(p, pq.transpose(1, 2))
-            pp = torch.bmm(p, p.transpose(1, 2))
-        h, c, pp = h.double(), c.double(), pp.double()
+        weight = gptq.activity_weights(self.layer, y, keep, self.active, p.shape[0]) if self.per_row else None
+        h, c, pp = (gptq.weighted_gram(a, b, weight, self.out_channels).double()
+                    for a, b in ((pq, pq), (p, pq), (p, p)))
         self.h = h if self.h is None else self.h + h
         self.c = c if self.c is None else self.c + c
         self.p = pp if self.p is None else self.p + pp
         self.count += p.shape[-1]
 
+    def _augmented(self, matrix: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        """[W b] when the layer has a bias (its input carries the constant 1), else W."""
+        return np.concatenate([matrix, bias.reshape(-1, 1)], axis=1) if self.augment else matrix
+
     def solve(self, matrix: np.ndarray, bias: np.ndarray | None, qmax: int,
-              ridge: float = RIDGE) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
-        """Integer weights, their per-channel scales, the new bias (or None) and the relative output error."""
+              ridge: float = RIDGE) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Integer weights, their per-channel scales and the new bias (or None)."""
         import torch
 
         h, c = self.h / self.count, self.c / self.count
         groups = h.shape[0]
-        full = matrix if not self.augment else np.concatenate([matrix, bias.reshape(-1, 1)], axis=1)
+        full = self._augmented(matrix, bias)
         out, fan = full.shape
         w = torch.from_numpy(full).double().reshape(groups, out // groups, fan)
         eye = torch.eye(fan, dtype=h.dtype)
@@ -116,15 +102,14 @@ class PairStats:
         else:
             ints = gptq.gptq_round(refit_np, h, scales, qmax)
             new_bias = None
-        return ints, scales, new_bias, self.error(matrix, bias, ints * scales[:, None], new_bias)
+        return ints, scales, new_bias
 
     def error(self, matrix: np.ndarray, bias: np.ndarray | None, deq: np.ndarray, new_bias: np.ndarray | None) -> float:
         """E|W x + b - (W~ x~ + b~)|^2 / E|W x + b|^2 over this object's positions (masked like the fit)."""
         import torch
 
         h, c, pp = self.h / self.count, self.c / self.count, self.p / self.count
-        full = matrix if not self.augment else np.concatenate([matrix, bias.reshape(-1, 1)], axis=1)
-        quant = deq if not self.augment else np.concatenate([deq, new_bias.reshape(-1, 1)], axis=1)
+        full, quant = self._augmented(matrix, bias), self._augmented(deq, new_bias)
         groups = h.shape[0]
         out, fan = full.shape
         w = torch.from_numpy(full).double().reshape(groups, out // groups, fan)
@@ -199,7 +184,7 @@ def refit_sequential(graph: OnnxGraph, fp32: Path, qdq: Path, spec: ModelSpec, l
             current = weights[layer.weight]
             current_deq = weight_matrix(layer, current.values.astype(np.float64)) * current.scales[:, None]
             before = held.error(matrix, original_bias, current_deq, bias)
-            ints, scales, new_bias, _ = fit.solve(matrix, original_bias, qmax)
+            ints, scales, new_bias = fit.solve(matrix, original_bias, qmax)
             after = held.error(matrix, original_bias, ints * scales[:, None], new_bias)
             kept = after < before
             results.append(Refit(layer.name, kept, before, after, fit.count / (matrix.shape[1] + fit.augment)))
