@@ -242,5 +242,5 @@ def test_more_workers_than_gpus_train_on_the_cpu_or_say_why(monkeypatch: pytest.
     for name, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1"), ("LOCAL_WORLD_SIZE", "2")):
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(runtime, "_CURRENT", None)
-    with pytest.raises(runtime.DistributedError, match="need one GPU each"):
+    with pytest.raises(runtime.DistributedError, match="needs one GPU per worker and this machine has 1"):
         runtime.current("cuda")

@@ -69,13 +69,10 @@ class DistributedConfig:
 
         device = resolve_device(self.device)
         if device == "cuda" and self.distributed:
-            import torch
-
-            gpus = torch.cuda.device_count()
-            if self.nproc > gpus:
+            short = too_few_gpus(self.nproc)
+            if short:
                 if self.device == "cuda":
-                    raise UserInputError(f"--nproc {self.nproc} on --device cuda needs one GPU per worker and this "
-                                         f"machine has {gpus}: use --nproc {max(gpus, 1)} or --device cpu.")
+                    raise UserInputError(short)
                 return "cpu"  # auto: more workers than GPUs train on the CPU (gloo), as runtime.current() does
         return device
 
@@ -99,6 +96,21 @@ def world_size() -> int:
 
 def rank() -> int:
     return _env_int("RANK", 0)
+
+
+def too_few_gpus(workers: int) -> str | None:
+    """Why `workers` processes on this machine cannot each take a CUDA device, or None when they can.
+
+    The one rule for the launcher (DistributedConfig) and every worker (runtime.current): with --device auto
+    they fall back to gloo on the CPU, with --device cuda they stop with this line.
+    """
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if workers <= gpus:
+        return None
+    return (f"--nproc {workers} on --device cuda needs one GPU per worker and this machine has {gpus}: use "
+            f"--nproc {max(gpus, 1)} or --device cpu.")
 
 
 def local_rank() -> int:

@@ -178,11 +178,10 @@ def current(device: str = "cpu", timeout_s: float = 600.0) -> Dist:
     import torch.distributed as dist
 
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    if cuda and env.local_world_size() > torch.cuda.device_count():  # every rank takes the same branch
+    short = env.too_few_gpus(env.local_world_size()) if cuda else None  # the same answer on every rank
+    if short:
         if device != "auto":
-            raise DistributedError(f"{env.local_world_size()} workers on this machine need one GPU each for "
-                                   f"--device cuda, and it has {torch.cuda.device_count()}: use --nproc "
-                                   f"{max(torch.cuda.device_count(), 1)} or --device cpu.")
+            raise DistributedError(short)
         cuda = False  # fewer GPUs than workers: gloo on the CPU, as the launcher announced
     backend = "nccl" if cuda else "gloo"
     rank_device = f"cuda:{env.local_rank()}" if cuda else "cpu"
