@@ -10,6 +10,7 @@ usage: python benchmarks/gpu/gpu_parity.py OUT.json DEVICE SOURCE[@DATA] ...
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -25,7 +26,7 @@ def main() -> int:
     from toolchain.sources import load_model
 
     out_path, device, sources = sys.argv[1], sys.argv[2], sys.argv[3:]
-    limit = int(__import__("os").environ.get("GPU_PARITY_LIMIT", "256"))
+    limit = int(os.environ.get("GPU_PARITY_LIMIT", "256"))
     thresholds = Thresholds(0.01, 0.99, None, "observed")
     report: dict = {"device": device, "torch": torch.__version__,
                     "tf32_defaults": {"cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
