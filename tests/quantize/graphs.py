@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -108,3 +109,30 @@ def residual_net(seed: int = 0, channels: int = 6) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return onnx.shape_inference.infer_shapes(model)
+
+
+def clipped_qdq(tmp_path: Path, x: np.ndarray, squeeze: float) -> tuple[Any, Path, Path, dict[str, Any]]:
+    """conv_net quantized with the first activation's range cut to `squeeze` of its maximum: a systematic error."""
+    from toolchain.quantize import emit, gptq
+    from toolchain.quantize.graph import OnnxGraph, weight_matrix
+    from toolchain.runners import get_runner
+
+    src = OnnxGraph(conv_net()).save(tmp_path / "fp32.onnx")
+    graph = OnnxGraph.load(src)
+    names = ["c1", "a1", "c2", "a2", "gap", "flat", "logits"]
+    with get_runner("onnxruntime", src, spec=SPEC, graph_optimization="disable", expose_outputs=names[:-1]) as r:
+        values = r.run_outputs(x)
+    ranges = {n: (min(float(v.min()), 0.0), max(float(v.max()), 0.0)) for n, v in values.items()}
+    ranges["input"] = (float(x.min()), float(x.max()))
+    ranges["a1"] = (0.0, ranges["a1"][1] * squeeze)
+    cache = emit.write_ranges(ranges, tmp_path / "ranges.json")
+    qdq = emit.quantize_qdq(src, tmp_path / "q.onnx", cache, per_channel=True, reduce_range=False,
+                            activation_type="uint8", weight_type="int8", exclude=[], op_types=None)
+    weights = {}
+    for layer in graph.layers():
+        w = graph.array(layer.weight)
+        scales = gptq.symmetric_scales(weight_matrix(layer, w), 127)
+        weights[layer.weight] = emit.IntWeight(np.round(w / scales.reshape(-1, *[1] * (w.ndim - 1))), scales)
+    biases = {layer.bias: graph.array(layer.bias) for layer in graph.layers()}
+    emit.patch_weights(qdq, qdq, weights, biases)
+    return graph, src, qdq, weights

@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from graphs import SPEC, conv_net, run
+from graphs import SPEC, clipped_qdq, run
 
-from toolchain.quantize import emit, gptq, refine
-from toolchain.quantize.graph import OnnxGraph, weight_matrix
+from toolchain.quantize import gptq, refine
 
 
 def test_gptq_leaves_a_free_last_column_unrounded() -> None:
@@ -29,36 +28,11 @@ def test_gptq_leaves_a_free_last_column_unrounded() -> None:
     assert not np.all(q[:, 5] == np.round(q[:, 5]))
 
 
-def _qdq(tmp_path: Path, x: np.ndarray, squeeze: float) -> tuple[OnnxGraph, Path, Path, dict[str, emit.IntWeight]]:
-    """conv_net quantized with the first activation's range cut to `squeeze` of its maximum: a systematic error."""
-    from toolchain.runners import get_runner
-
-    src = OnnxGraph(conv_net()).save(tmp_path / "fp32.onnx")
-    graph = OnnxGraph.load(src)
-    names = ["c1", "a1", "c2", "a2", "gap", "flat", "logits"]
-    with get_runner("onnxruntime", src, spec=SPEC, graph_optimization="disable", expose_outputs=names[:-1]) as r:
-        values = r.run_outputs(x)
-    ranges = {n: (min(float(v.min()), 0.0), max(float(v.max()), 0.0)) for n, v in values.items()}
-    ranges["input"] = (float(x.min()), float(x.max()))
-    ranges["a1"] = (0.0, ranges["a1"][1] * squeeze)
-    cache = emit.write_ranges(ranges, tmp_path / "ranges.json")
-    qdq = emit.quantize_qdq(src, tmp_path / "q.onnx", cache, per_channel=True, reduce_range=False,
-                            activation_type="uint8", weight_type="int8", exclude=[], op_types=None)
-    weights = {}
-    for layer in graph.layers():
-        w = graph.array(layer.weight)
-        scales = gptq.symmetric_scales(weight_matrix(layer, w), 127)
-        weights[layer.weight] = emit.IntWeight(np.round(w / scales.reshape(-1, *[1] * (w.ndim - 1))), scales)
-    biases = {layer.bias: graph.array(layer.bias) for layer in graph.layers()}
-    emit.patch_weights(qdq, qdq, weights, biases)
-    return graph, src, qdq, weights
-
-
 def test_refit_undoes_a_systematic_error_and_reports_each_layer(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
     fresh = rng.normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
-    graph, src, qdq, weights = _qdq(tmp_path, x, squeeze=0.4)
+    graph, src, qdq, weights = clipped_qdq(tmp_path, x, squeeze=0.4)
     reference = run(src, fresh)
     before = run(qdq, fresh)
     biases: dict[str, np.ndarray] = {}
@@ -77,7 +51,7 @@ def test_refit_undoes_a_systematic_error_and_reports_each_layer(tmp_path: Path) 
 def test_a_refit_that_does_not_lower_held_out_error_is_not_kept(tmp_path: Path, monkeypatch) -> None:
     rng = np.random.default_rng(4)
     x = rng.normal(0, 1, (32, 3, 8, 8)).astype(np.float32)
-    graph, src, qdq, weights = _qdq(tmp_path, x, squeeze=0.4)
+    graph, src, qdq, weights = clipped_qdq(tmp_path, x, squeeze=0.4)
     original = {k: v.values.copy() for k, v in weights.items()}
     stored = qdq.read_bytes()
 
