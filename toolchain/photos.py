@@ -109,7 +109,12 @@ def photo_crops(spec: ModelSpec, count: int = 200, seed: int = 0, group: str = "
         raise MissingDependencyError("No bundled photos available (scikit-image / scikit-learn are missing).")
     torch.manual_seed(seed)
     augment = train_transform(spec, hflip=True, strength=1.5)
-    return np.stack([augment(photos[i % len(photos)][1]).numpy() for i in range(count)]).astype(np.float32)
+    return np.stack([augment(photos[k][1]).numpy() for k in crop_sources(count, len(photos))]).astype(np.float32)
+
+
+def crop_sources(count: int, photos: int) -> np.ndarray:
+    """Which photo each of `count` crops from `photo_crops` is cut from (they cycle through the group)."""
+    return np.arange(count) % photos
 
 
 def describe(group: str, count: int, seed: int) -> dict[str, Any]:

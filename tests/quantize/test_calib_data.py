@@ -43,6 +43,10 @@ def test_imagenet_model_calibrates_and_judges_on_different_photos() -> None:
     assert desc["calibration"]["group"] == "calibration" and desc["evaluation"]["group"] == "evaluation"
     assert data.eval_x.shape == (6, 3, 32, 32) and data.eval_labels is None
     assert sum(len(b) for b in data.calibration()) == 8
+    photos = desc["calibration"]["photos"]
+    assert data.source_ids(8).tolist() == [i % photos for i in range(4)] * 2  # crops name their photo
+    assert resolve_quant_data(_model(), np.zeros((8, 3, 32, 32), np.float32), 8, 4).source_ids(5).tolist() == \
+        list(range(5))  # rows of an array are their own sources
 
 
 def test_judge_split_is_stable_disjoint_and_needs_two_images() -> None:

@@ -352,8 +352,8 @@ def test_label_free_qat_distills_from_fp32_on_unlabelled_images(trained_tiny_cnn
         image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
         image.convert("RGB").resize((32, 32)).save(folder / f"{i:03d}.png")
     result = quantize(model, str(folder), QuantConfig(mode="qat", epochs=2, out=tmp_path / "qat", speed=False,
-                                                      min_agreement=0.5))
-    qat = result.artifact.manifest.quantization["qat"]
+                                                      min_agreement=0.5, qat_start="observers"))
+    qat = result.artifact.manifest.quantization["qat"]  # torchao PT2E observers, distilled (the default: test_finetune)
     assert qat["loss"].startswith("distillation") and "train_agreement" in qat["history"][-1]
     assert result.artifact.manifest.format == "onnx"
 

@@ -77,8 +77,13 @@ def quantize_cmd(
     fallback: bool = typer.Option(True, "--fallback/--no-fallback",
                                   help="On a missed budget keep the most damaging layers float (while faster)."),
     max_float_nodes: int = typer.Option(8, "--max-float-nodes", help="Most layers the fallback may keep float."),
+    qat_start: str = typer.Option("auto", "--qat-start",
+                                  help="QAT: ptq (vtool's PTQ model, its float fallback included, fine-tuned on "
+                                       "fp32's logits; keeps an epoch only if held-out loss drops), observers "
+                                       "(torchao PT2E), auto (ptq when distilling on CNN graphs, else observers)."),
     epochs: int = typer.Option(3, "--epochs", help="QAT fine-tuning epochs."),
-    lr: float = typer.Option(1e-4, "--lr", help="QAT learning rate."),
+    lr: float = typer.Option(None, "--lr", help="QAT learning rate [default: 1e-4 (observers); 3e-3 weight "
+                                                "quantization steps (--qat-start ptq)]."),
     augment: bool = typer.Option(False, "--augment/--no-augment", help="QAT: train-time augmentation."),
     nproc: Nproc = None,
     threads: int = typer.Option(None, "--threads", help="Inference threads for evaluation and the speed check."),
@@ -102,7 +107,7 @@ def quantize_cmd(
         percentile=percentile, max_drop=max_drop, min_agreement=min_agreement,
         eval_samples=eval_samples, target=target, reduce_range=reduce_range, per_channel=per_channel, preset=preset,
         nodes_to_exclude=parse_list(exclude), fallback=fallback, max_float_nodes=max_float_nodes, epochs=epochs,
-        lr=lr, augment=augment, threads=threads, speed=speed, out=out, overwrite=overwrite,
+        lr=lr, qat_start=qat_start, augment=augment, threads=threads, speed=speed, out=out, overwrite=overwrite,
     )
     if nproc is not None and nproc > 1 and config.mode != "qat":
         from toolchain.errors import UserInputError

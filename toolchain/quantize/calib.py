@@ -28,8 +28,8 @@ from toolchain.data import DataBundle, DataConfig, load_data
 from toolchain.errors import UserInputError
 from toolchain.inputs import data_config_of, resolve_bundle
 from toolchain.models import LoadedModel
+from toolchain.photos import crop_sources, photo_crops
 from toolchain.photos import describe as describe_photos
-from toolchain.photos import photo_crops
 from toolchain.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,11 @@ class QuantData:
     description: dict[str, Any] = field(default_factory=dict)
     bundle: DataBundle | None = None  # labelled training data (QAT), when the classes fit
     _batches: int | None = None
+    sources: Callable[[], np.ndarray] | None = None  # source image of each calibration image; None: its own
+
+    def source_ids(self, count: int) -> np.ndarray:
+        """Which source image each of the first `count` calibration images is a crop of (held-out splits)."""
+        return self.sources()[:count] if self.sources is not None else np.arange(count)
 
     @property
     def labeled(self) -> bool:
@@ -237,7 +242,14 @@ def _photos(spec: ModelSpec, samples: int, batch_size: int, eval_samples: int | 
                             "batch_size": batch_size},
             "evaluation": {**describe_photos("evaluation", count, PHOTO_EVAL_SEED + seed), "labeled": False,
                            "disjoint": "different source photos than calibration"}}
-    return QuantData(spec, _photo_batches(spec, samples, batch_size, PHOTO_CALIB_SEED + seed), x, None, desc)
+    photos = desc["calibration"]["photos"]
+
+    def sources() -> np.ndarray:  # one photo_crops call per batch
+        return np.concatenate([crop_sources(min(batch_size, samples - start), photos)
+                               for start in range(0, samples, batch_size)])
+
+    return QuantData(spec, _photo_batches(spec, samples, batch_size, PHOTO_CALIB_SEED + seed), x, None, desc,
+                     sources=sources)
 
 
 def resolve_quant_data(model: LoadedModel, data: DataBundle | str | np.ndarray | None, samples: int, batch_size: int,

@@ -26,6 +26,9 @@ SWITCHES = ("auto", "on", "off")
 PRESETS = ("auto", "cnn", "vit")
 INT_TYPES = ("uint8", "int8")
 DISTILL = ("auto", "on", "off")
+QAT_STARTS = ("auto", "ptq", "observers")  # where QAT starts: vtool's PTQ model, or torchao's fresh observers
+OBSERVER_QAT_LR = 1e-4  # torchao PT2E QAT: a tenth of a typical training LR
+PTQ_QAT_LR = 3e-3  # QAT from PTQ: Adam step of a weight in units of its own quantization step
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,21 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class QatSettings:
+    """QAT: torchao observers (`lr` absolute) or a fine-tune of vtool's PTQ model (`step_lr` in weight steps)."""
+
     epochs: int
     lr: float
     freeze_bn_after: float
     augment: bool
     distill: str
+    start: str = "auto"
+    step_lr: float = PTQ_QAT_LR
+
+    def from_ptq(self, engine: str, labeled: bool) -> bool:
+        """Start from vtool's PTQ model: on the onnxruntime engine, when QAT distils (no labels, or asked)."""
+        if self.start == "observers" or engine != "onnxruntime":
+            return False
+        return self.start == "ptq" or self.distill == "on" or (self.distill == "auto" and not labeled)
 
 
 @dataclass
@@ -121,7 +134,8 @@ class QuantConfig:
     percentile: float = 99.99
     nodes_to_exclude: list[str] = field(default_factory=list)
     epochs: int = 3  # qat
-    lr: float = 1e-4  # qat: a tenth of a typical training LR
+    lr: float | None = None  # qat: None: 1e-4 with torchao observers, 3e-3 weight steps from PTQ
+    qat_start: str = "auto"  # qat: ptq (fine-tune vtool's INT8 model by distillation), observers (torchao), auto
     freeze_bn_after: float = 0.5  # qat: fraction of epochs after which BatchNorm statistics are frozen
     augment: bool = False  # qat: train-time augmentation (off: fine-tune on the clean images, least drift)
     distill: str = "auto"  # qat: learn from the fp32 model's logits (auto: when the data has no labels)
@@ -142,6 +156,10 @@ class QuantConfig:
         check_choice("--refit", self.refit, SWITCHES)
         check_choice("--fuse-transformer", self.fuse_transformer, SWITCHES)
         check_choice("--distill", self.distill, DISTILL)
+        check_choice("--qat-start", self.qat_start, QAT_STARTS)
+        if self.qat_start == "ptq" and (self.distill == "off" or self.engine != "onnxruntime"):
+            raise UserInputError("--qat-start ptq fine-tunes vtool's ONNX INT8 model by distillation from fp32: it "
+                                 "needs --engine onnxruntime and --distill auto/on.")
         check_choice("op preset", self.preset, PRESETS)
         check_choice("target", self.target, TARGETS)
         for name in ("activation_type", "weight_type"):
@@ -163,7 +181,7 @@ class QuantConfig:
                 raise UserInputError(f"{flag} alpha must be in [0, 1], got {alpha}; try 0.5 (0 = off).")
         if not 0.0 < self.min_speedup <= 10.0:
             raise UserInputError(f"--min-speedup must be in (0, 10], got {self.min_speedup}; 1.0 = as fast as fp32.")
-        if not 0.0 < self.lr < 1.0:
+        if self.lr is not None and not 0.0 < self.lr < 1.0:
             raise UserInputError(f"--lr must be in (0, 1), got {self.lr}; QAT fine-tunes with a small LR like 1e-4.")
         if not 0.0 <= self.freeze_bn_after <= 1.0:
             raise UserInputError(f"freeze_bn_after must be a fraction in [0, 1], got {self.freeze_bn_after}.")
@@ -205,7 +223,8 @@ class QuantConfig:
         return SearchSettings(self.fallback, self.max_float_nodes, self.min_speedup, tuple(self.nodes_to_exclude))
 
     def qat(self) -> QatSettings:
-        return QatSettings(self.epochs, self.lr, self.freeze_bn_after, self.augment, self.distill)
+        return QatSettings(self.epochs, OBSERVER_QAT_LR if self.lr is None else self.lr, self.freeze_bn_after,
+                           self.augment, self.distill, self.qat_start, PTQ_QAT_LR if self.lr is None else self.lr)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

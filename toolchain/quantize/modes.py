@@ -19,7 +19,7 @@ import numpy as np
 from toolchain.models import LoadedModel
 from toolchain.quantize import prep
 from toolchain.quantize.calib import HashingBatches, QuantData
-from toolchain.quantize.config import IntSettings, QuantConfig
+from toolchain.quantize.config import IntSettings, QatSettings, QuantConfig
 from toolchain.quantize.search import Candidate, SearchOutcome, macs_share, run_search
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,16 @@ class ModeResult:
 
 
 def onnx_ptq(fp32: Path, data: QuantData, config: QuantConfig, ints: IntSettings, work: Path, judge: Judge,
-             speed: Callable[[Path], float | None]) -> ModeResult:
-    """vtool's static PTQ on the fp32 ONNX graph, with the float fallback; on transformers the fused candidate first."""
+             speed: Callable[[Path], float | None], qat: QatSettings | None = None) -> ModeResult:
+    """vtool's static PTQ on the fp32 ONNX graph, with the float fallback; on transformers the fused candidate first.
+
+    With `qat`, the all-INT8 model is fine-tuned by distillation (QAT from PTQ) before the fallback runs.
+    """
     from toolchain.quantize import sensitivity
     from toolchain.quantize.ptq import StaticPtq
 
     search = config.search()
-    fused, fusion_record = fused_dynamic(fp32, data, config, ints, work, judge, speed)
+    fused, fusion_record = fused_dynamic(fp32, data, config, ints, work, judge, speed) if qat is None else (None, {})
     if fused is not None and fused.passed:
         return ModeResult(fused.path, "onnx", SearchOutcome(fused, [fused]), fusion_record)
     pre = work / "pre.onnx"
@@ -53,6 +56,7 @@ def onnx_ptq(fp32: Path, data: QuantData, config: QuantConfig, ints: IntSettings
     ptq.prepare()
     ptq.calibrate()
     ptq.refit()
+    qat_record = ptq.finetune(qat) if qat is not None else None
     layers = ptq.layers()
 
     def build(float_layers: list[str], tag: str) -> Path:
@@ -80,6 +84,8 @@ def onnx_ptq(fp32: Path, data: QuantData, config: QuantConfig, ints: IntSettings
     record["float_nodes_user"] = list(search.exclude)
     record["layers_total"] = len(layers)
     record["calibration_set"] = ptq.calibration_info
+    if qat_record is not None:
+        record["qat"] = {**qat_record, "train_data": ptq.calibration_info.get("source")}
     if fused is not None:  # tried first and failed: keep it in the attempts table
         outcome.candidates.insert(0, fused)
         record["fusion"] = fusion_record.get("fusion")
@@ -147,11 +153,19 @@ def torchao_ptq(loaded: LoadedModel, data: QuantData, ints: IntSettings, work: P
 
 
 def qat(loaded: LoadedModel, data: QuantData, config: QuantConfig, ints: IntSettings, work: Path,
-        judge: Judge) -> ModeResult:
-    """QAT through torchao PT2E: on labels (cross-entropy) or, without labels, distilled from the fp32 model."""
+        judge: Judge, fp32: Path | None = None, speed: Callable[[Path], float | None] | None = None) -> ModeResult:
+    """QAT from vtool's PTQ model (distillation, fp32 ONNX given) or through torchao PT2E: on labels
+    (cross-entropy) or, without labels, distilled from the fp32 model."""
     from toolchain.quantize import pt2e
 
     settings = config.qat()
+    if fp32 is not None and speed is not None:
+        from toolchain.quantize.graph import OnnxGraph
+
+        if settings.start == "ptq" or not OnnxGraph.load(fp32).is_transformer(config.preset):
+            pt2e.refuse_torchrun()
+            return onnx_ptq(fp32, data, config, ints, work, judge, speed, qat=settings)
+        log.info("QAT: a transformer graph; --qat-start auto trains torchao observers (--qat-start ptq to force)")
     distill = settings.distill == "on" or (settings.distill == "auto" and data.bundle is None)
     if distill:
         converted, history = pt2e.qat_distill(loaded.module, data.spec, data.calibration, settings,

@@ -173,6 +173,16 @@ def qat(module: Any, spec: ModelSpec, bundle: Any, epochs: int, lr: float, reduc
     return _train(prepared, epochs, lr, freeze_bn_after, batches, torch.nn.functional.cross_entropy, True, net, dist)
 
 
+def refuse_torchrun() -> None:
+    """Distillation (either QAT start) trains in one process; --nproc is for QAT on labels."""
+    from toolchain.distributed.config import in_torchrun
+    from toolchain.errors import UserInputError
+
+    if in_torchrun():
+        raise UserInputError("--nproc trains QAT on labelled images; distillation from the fp32 model (--distill, or "
+                             "data without labels) runs in one process: drop --nproc.")
+
+
 def qat_distill(module: Any, spec: ModelSpec, images: Callable[[], Iterable[np.ndarray]], settings: Any,
                 reduce_range: bool, seed: int = 0) -> tuple[Any, list[dict[str, Any]]]:
     """Label-free QAT: the fake-quantized student learns the fp32 model's logits (MSE) on unlabelled images.
@@ -182,12 +192,7 @@ def qat_distill(module: Any, spec: ModelSpec, images: Callable[[], Iterable[np.n
     """
     import torch
 
-    from toolchain.distributed.config import in_torchrun
-    from toolchain.errors import UserInputError
-
-    if in_torchrun():
-        raise UserInputError("--nproc trains QAT on labelled images; distillation from the fp32 model (--distill, or "
-                             "data without labels) runs in one process: drop --nproc.")
+    refuse_torchrun()
     torch.manual_seed(seed)
     teacher = copy.deepcopy(module).eval()
     prepared = _prepare_qat(module, spec, reduce_range)

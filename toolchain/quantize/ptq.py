@@ -19,7 +19,7 @@ import numpy as np
 
 from toolchain.quantize import capture, emit, gptq
 from toolchain.quantize.calib import HashingBatches, QuantData
-from toolchain.quantize.config import CalibrationSettings, IntSettings, PtqSteps
+from toolchain.quantize.config import CalibrationSettings, IntSettings, PtqSteps, QatSettings
 from toolchain.quantize.graph import Layer, OnnxGraph, from_matrix, weight_matrix
 from toolchain.quantize.ranges import choose_range
 from toolchain.spec import ModelSpec
@@ -240,6 +240,41 @@ class StaticPtq:
                      "(each kept only where it lowers the output error on the held-out half of "
                      f"{images} images)", started, layers_refit=len(kept), layers_tried=len(results),
                      median_error_ratio=round(float(np.median(gain)), 3) if gain else None)
+
+    def finetune(self, settings: QatSettings) -> dict[str, Any]:
+        """QAT from this PTQ: distil fp32's logits into the INT8 model (finetune.py), kept if held-out loss drops."""
+        from toolchain.quantize import finetune
+        from toolchain.runners import run_model
+
+        started = time.perf_counter()
+        images = np.concatenate([np.asarray(b, np.float32) for b in self.data.calibration()])
+        sources = np.tile(self.data.source_ids(len(images)), 2)
+        images = np.concatenate([images, images[..., ::-1]])  # mirrored copies: fp32 labels them too
+        qdq = self.build([], "qat-start")
+        teacher = run_model(self.prepared, images, "onnxruntime", spec=self.spec, threads=self.threads)
+        student = run_model(qdq, images, "onnxruntime", spec=self.spec, threads=self.threads)
+        log.info("QAT from PTQ: distilling fp32 logits into the INT8 model on %d images (%d mirrored), %d epochs",
+                 len(images), len(images) // 2, settings.epochs)
+        result = finetune.distill(qdq, teacher, student, images, self.ints.weight_qmax, settings.epochs,
+                                  settings.step_lr, seed=self.calib.seed, sources=sources)
+        if result.kept:
+            for key, (ints, scales) in result.weights.items():
+                self.weights[key] = emit.IntWeight(ints, scales)
+            self.refined_biases.update(result.biases)
+            self.ranges.update({k: v for k, v in result.ranges.items() if k in self.ranges})
+        before, after = result.loss_before, result.loss_after
+        self._record("qat:distill-from-ptq", result.kept,
+                     f"epoch {result.best_epoch} of {settings.epochs} kept: held-out MSE to fp32 logits "
+                     f"{before:.4g} -> {after:.4g}" if result.kept else
+                     f"no epoch lowered the held-out MSE to fp32 logits ({before:.4g}); the PTQ model is kept",
+                     started, held_out_mse_before=round(before, 6), held_out_mse_after=round(after, 6),
+                     best_epoch=result.best_epoch, torch_copy_sqnr_db=round(result.fidelity_db, 1))
+        return {"epochs": settings.epochs, "lr": settings.step_lr, "lr_unit": "weight quantization steps",
+                "bias_lr": finetune.BIAS_LR, "activation_scale_lr": finetune.RANGE_LR,
+                "optimizer": "Adam + cosine", "loss": "distillation: MSE to the fp32 logits",
+                "start": "vtool PTQ (all-INT8)", "images": len(images), "source_images": len(np.unique(sources)),
+                "held_out": f"every {finetune.HOLDOUT_EVERY}th source image, all its crops",
+                "history": result.history, "kept": result.kept, "best_epoch": result.best_epoch}
 
     def _correct_biases(self, layers: list[Layer], stats: capture.Calibration) -> None:
         """Analytic bias correction (Nagel et al. 2019): b -= (W~ - W) E[x] per output channel."""

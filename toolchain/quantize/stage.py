@@ -67,7 +67,8 @@ def quantize(model: LoadedModel | str, data: DataBundle | str | np.ndarray | Qua
         ref = run_model(loaded, qdata.eval_x, threads=config.threads)
         judge = Judge(ref, qdata, budget, config.threads)
         fp32_path, export_info = None, {}
-        if config.engine == "onnxruntime" and config.mode != "qat":
+        from_ptq = config.mode == "qat" and config.qat().from_ptq(config.engine, qdata.bundle is not None)
+        if config.engine == "onnxruntime" and (config.mode != "qat" or from_ptq):
             fp32_path, export_info = fp32_onnx(loaded, work, _data_name(data, qdata))
             prep.check_input_shape(fp32_path, (loaded.spec.channels, *loaded.spec.input_size))
         result = _run_mode(loaded, qdata, config, ints, work, fp32_path, judge)
@@ -121,7 +122,9 @@ def _run_mode(loaded: LoadedModel, qdata: QuantData, config: QuantConfig, ints: 
 
         return xnnpack.run(loaded, qdata, config, work, judge)
     if config.mode == "qat":
-        return modes.qat(loaded, qdata, config, ints, work, judge)
+        speed = None if fp32_path is None else (
+            lambda path: _speedup(fp32_path, path, loaded.spec, qdata.eval_x, config))
+        return modes.qat(loaded, qdata, config, ints, work, judge, fp32_path, speed)
     if config.mode == "ptq" and config.engine == "torchao":
         return modes.torchao_ptq(loaded, qdata, ints, work, judge)
     assert fp32_path is not None

@@ -1,0 +1,133 @@
+"""QAT from PTQ (qdqtorch.py + finetune.py): the torch copy must compute what the INT8 file computes, the
+fine-tune must lower the error on images it never saw and map back onto the same file, and it keeps
+nothing that made the held-out loss worse."""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from graphs import clipped_qdq, layernorm_net, run
+
+from toolchain.errors import UserInputError
+from toolchain.quantize import QuantConfig, emit, finetune, qdqtorch
+from toolchain.quantize.graph import OnnxGraph
+
+
+def _sqnr(reference: np.ndarray, other: np.ndarray) -> float:
+    return 10 * math.log10(float(np.mean(reference ** 2)) / max(float(np.mean((reference - other) ** 2)), 1e-30))
+
+
+def _torch(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return net(torch.from_numpy(x)).numpy()
+
+
+def test_the_torch_copy_computes_what_the_int8_file_computes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 1, (32, 3, 8, 8)).astype(np.float32)
+    _, _, qdq, weights = clipped_qdq(tmp_path, x, squeeze=0.4)
+    net = qdqtorch.qdq_module(qdq, 127)
+    assert {k.replace("__", ".") for k in net.weights} == set(weights)  # every INT8 weight is a parameter
+    fresh = rng.normal(0, 1, (16, 3, 8, 8)).astype(np.float32)
+    mine, theirs = _torch(net, fresh), run(qdq, fresh)
+    assert _sqnr(theirs, mine) > 40.0
+    assert np.array_equal(mine.argmax(1), theirs.argmax(1))
+    ints = net.integer_weights()
+    assert all(np.array_equal(ints[k][0], weights[k].values.astype(np.int8)) for k in weights)  # untrained: unchanged
+
+
+def test_distillation_undoes_a_systematic_error_and_maps_back_onto_the_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    x = rng.normal(0, 1, (96, 3, 8, 8)).astype(np.float32)
+    fresh = rng.normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
+    _, src, qdq, _ = clipped_qdq(tmp_path, x, squeeze=0.4)
+    result = finetune.distill(qdq, run(src, x), run(qdq, x), x, 127, epochs=15, lr=0.05, bias_lr=1e-3)
+    assert result.kept and result.loss_after < 0.8 * result.loss_before
+    assert result.fidelity_db > 40.0 and len(result.history) == 15
+    assert all(np.abs(ints).max() <= 127 and ints.dtype == np.int8 for ints, _ in result.weights.values())
+    patched = tmp_path / "finetuned.onnx"
+    weights = {k: emit.IntWeight(ints, scales) for k, (ints, scales) in result.weights.items()}
+    assert emit.patch_weights(qdq, patched, weights, result.biases) == 3
+    reference = run(src, fresh)
+    error = lambda y: float(((y - reference) ** 2).mean())  # noqa: E731
+    assert error(run(patched, fresh)) < 0.8 * error(run(qdq, fresh))  # on images the fine-tune never saw
+
+
+def test_learned_activation_scales_map_back_to_ranges_onnxruntime_turns_into_the_same_scale(tmp_path: Path) -> None:
+    from onnxruntime.quantization.quant_utils import compute_scale_zp
+
+    x = np.random.default_rng(8).normal(0, 1, (16, 3, 8, 8)).astype(np.float32)
+    _, _, qdq, _ = clipped_qdq(tmp_path, x, squeeze=0.4)
+    net = qdqtorch.qdq_module(qdq, 127, learn_ranges=True)
+    assert {"input", "a1", "a2"} <= {k.replace("__", ".") for k in net.log_scales}
+    with torch.no_grad():
+        for i, log_scale in enumerate(net.log_scales.values()):
+            log_scale.add_(0.1 * (i + 1))  # as if trained
+    for key, (low, high) in net.activation_ranges().items():
+        zero, scale = compute_scale_zp(np.float32(low), np.float32(high), np.uint8(0), np.uint8(255))
+        expected = float(net.log_scales[key.replace(".", "__")].exp())
+        assert abs(float(scale) - expected) < 1e-6 * expected and int(zero) == net.zeros[key.replace(".", "__")]
+
+
+def test_a_fine_tune_that_raises_held_out_loss_keeps_nothing(tmp_path: Path, monkeypatch) -> None:
+    rng = np.random.default_rng(7)
+    x = rng.normal(0, 1, (32, 3, 8, 8)).astype(np.float32)
+    _, src, qdq, _ = clipped_qdq(tmp_path, x, squeeze=0.4)
+    monkeypatch.setattr(torch.optim, "Adam", functools.partial(torch.optim.Adam, maximize=True))  # training hurts
+    result = finetune.distill(qdq, run(src, x), run(qdq, x), x, 127, epochs=2, lr=0.05, bias_lr=1e-3)
+    assert all(epoch["held_out_loss"] > result.loss_before for epoch in result.history)
+    assert not result.kept and result.best_epoch == 0 and result.weights == {} and result.biases == {}
+    assert result.loss_after == result.loss_before
+
+
+def test_whole_source_images_are_held_out_and_too_few_sources_are_one_line(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    x = rng.normal(0, 1, (24, 3, 8, 8)).astype(np.float32)
+    _, src, qdq, _ = clipped_qdq(tmp_path, x, squeeze=0.4)
+    teacher, student = run(src, x), run(qdq, x)
+    with pytest.raises(UserInputError, match="holds out whole source images: it needs >= 4 of them, .* has 3") as info:
+        finetune.distill(qdq, teacher, student, x, 127, epochs=1, lr=0.01, sources=np.arange(24) % 3)
+    assert "\n" not in str(info.value)
+    result = finetune.distill(qdq, teacher, student, x, 127, epochs=1, lr=0.01, sources=np.arange(24) % 4)
+    assert len(result.history) == 1  # 4 sources: source 3 (6 crops) judges, the other 18 crops train
+
+
+def test_an_op_the_torch_copy_cannot_run_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = OnnxGraph(layernorm_net()).save(tmp_path / "ln.onnx")
+    with pytest.raises(UserInputError, match="cannot run ONNX op LayerNormalization .*--qat-start observers") as info:
+        qdqtorch.qdq_module(path, 127)
+    assert "\n" not in str(info.value)
+
+
+def test_qat_start_choices_are_checked() -> None:
+    with pytest.raises(UserInputError, match="--qat-start"):
+        QuantConfig(mode="qat", qat_start="later")
+    with pytest.raises(UserInputError, match="needs --engine onnxruntime and --distill auto/on"):
+        QuantConfig(mode="qat", qat_start="ptq", distill="off")
+    settings = QuantConfig(mode="qat").qat()
+    assert settings.from_ptq("onnxruntime", labeled=False) and not settings.from_ptq("onnxruntime", labeled=True)
+    assert not settings.from_ptq("torchao", labeled=False)
+    assert QuantConfig(mode="qat", qat_start="ptq").qat().from_ptq("onnxruntime", labeled=True)
+    assert settings.lr == 1e-4 and settings.step_lr == 3e-3
+
+
+def test_label_free_qat_starts_from_the_ptq_model_by_default(tmp_path: Path) -> None:
+    from toolchain.quantize import quantize
+    from toolchain.sources import load_model
+
+    result = quantize(load_model("tiny-cnn"), "synthetic", QuantConfig(mode="qat", epochs=2, out=tmp_path / "q",
+                                                                       speed=False, min_agreement=0.5))
+    summary = result.summary
+    qat = summary["qat"]
+    assert qat["start"] == "vtool PTQ (all-INT8)" and qat["loss"].startswith("distillation")
+    assert len(qat["history"]) == 2 and {"train_loss", "held_out_loss"} <= set(qat["history"][0])
+    steps = [s["step"] for s in summary["steps"]]
+    assert steps.index("weights:refit") < steps.index("qat:distill-from-ptq")
+    step = next(s for s in summary["steps"] if s["step"] == "qat:distill-from-ptq")
+    assert step["applied"] == qat["kept"] and step["torch_copy_sqnr_db"] > 30.0
+    assert result.artifact.manifest.format == "onnx" and result.artifact.manifest.precision == "int8"
