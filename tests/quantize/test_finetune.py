@@ -85,7 +85,8 @@ def test_a_fine_tune_that_raises_held_out_loss_keeps_nothing(tmp_path: Path, mon
     assert result.loss_after == result.loss_before
 
 
-def test_whole_source_images_are_held_out_and_too_few_sources_are_one_line(tmp_path: Path) -> None:
+def test_whole_source_images_are_held_out_and_too_few_sources_are_one_line(tmp_path: Path, monkeypatch,
+                                                                            caplog) -> None:
     rng = np.random.default_rng(9)
     x = rng.normal(0, 1, (24, 3, 8, 8)).astype(np.float32)
     _, src, qdq, _ = clipped_qdq(tmp_path, x, squeeze=0.4)
@@ -93,8 +94,12 @@ def test_whole_source_images_are_held_out_and_too_few_sources_are_one_line(tmp_p
     with pytest.raises(UserInputError, match="holds out whole source images: it needs >= 4 of them, .* has 3") as info:
         finetune.distill(qdq, teacher, student, x, 127, epochs=1, lr=0.01, sources=np.arange(24) % 3)
     assert "\n" not in str(info.value)
-    result = finetune.distill(qdq, teacher, student, x, 127, epochs=1, lr=0.01, sources=np.arange(24) % 4)
+    monkeypatch.setattr(finetune, "PROGRESS_EVERY_S", 0.0)
+    with caplog.at_level("INFO", logger="toolchain.quantize.finetune"):
+        result = finetune.distill(qdq, teacher, student, x, 127, epochs=1, lr=0.01, batch_size=8,
+                                  sources=np.arange(24) % 4)
     assert len(result.history) == 1  # 4 sources: source 3 (6 crops) judges, the other 18 crops train
+    assert "epoch 1/1: 18 of 18 images" in caplog.text  # progress inside a long epoch
 
 
 def test_an_op_the_torch_copy_cannot_run_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 HOLDOUT_EVERY = 4  # every 4th source image (all its crops) judges the epochs
 BIAS_LR = 1e-4  # Adam step of a bias (absolute): 1e-3 over-fitted the 11 calibration photos of Lite0
 RANGE_LR = 1e-3  # Adam step of log(activation scale)
+PROGRESS_EVERY_S = 30.0  # an epoch on EfficientNet-Lite0 takes about 2 min on 2 cores
 
 
 @dataclass
@@ -99,7 +100,7 @@ def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, i
     for epoch in range(epochs):
         started = time.perf_counter()
         order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
-        total = 0.0
+        total, shown = 0.0, started
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             optimizer.zero_grad()
@@ -108,6 +109,9 @@ def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, i
             optimizer.step()
             scheduler.step()
             total += float(loss.detach()) * len(idx)
+            if time.perf_counter() - shown > PROGRESS_EVERY_S:
+                shown = time.perf_counter()
+                log.info("QAT from PTQ epoch %d/%d: %d of %d images", epoch + 1, epochs, i + len(idx), len(order))
         held = held_loss()
         history.append({"epoch": epoch + 1, "train_loss": total / len(train_idx), "held_out_loss": held,
                         "seconds": round(time.perf_counter() - started, 1)})
