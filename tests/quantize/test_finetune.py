@@ -107,6 +107,7 @@ def test_an_op_the_torch_copy_cannot_run_is_refused_in_one_line(tmp_path: Path) 
     with pytest.raises(UserInputError, match="cannot run ONNX op LayerNormalization .*--qat-start observers") as info:
         qdqtorch.qdq_module(path, 127)
     assert "\n" not in str(info.value)
+    assert qdqtorch.unsupported(OnnxGraph.load(path).op_types()) == ["LayerNormalization"]  # checked before PTQ
 
 
 def test_qat_start_choices_are_checked() -> None:

@@ -160,12 +160,20 @@ def qat(loaded: LoadedModel, data: QuantData, config: QuantConfig, ints: IntSett
 
     settings = config.qat()
     if fp32 is not None and speed is not None:
+        from toolchain.errors import UserInputError
         from toolchain.quantize.graph import OnnxGraph
+        from toolchain.quantize.qdqtorch import unsupported
 
-        if settings.start == "ptq" or not OnnxGraph.load(fp32).is_transformer(config.preset):
+        graph = OnnxGraph.load(fp32)
+        missing = unsupported(graph.op_types())
+        if settings.start == "ptq" and missing:
+            raise UserInputError(f"QAT from PTQ cannot run ONNX op(s) {', '.join(missing[:5])} of this graph; use "
+                                 "--qat-start observers (torchao PT2E QAT).")
+        if not missing and (settings.start == "ptq" or not graph.is_transformer(config.preset)):
             pt2e.refuse_torchrun()
             return onnx_ptq(fp32, data, config, ints, work, judge, speed, qat=settings)
-        log.info("QAT: a transformer graph; --qat-start auto trains torchao observers (--qat-start ptq to force)")
+        log.info("QAT: %s; --qat-start auto trains torchao observers", "a transformer graph" if not missing else
+                 f"ops the torch copy of the INT8 graph cannot run ({', '.join(missing[:3])})")
     distill = settings.distill == "on" or (settings.distill == "auto" and data.bundle is None)
     if distill:
         converted, history = pt2e.qat_distill(loaded.module, data.spec, data.calibration, settings,

@@ -40,6 +40,11 @@ def _pads(attrs: dict[str, Any], dims: int) -> tuple[list[int], bool]:
     return flat, begin == end
 
 
+def unsupported(op_types: set[str]) -> list[str]:
+    """The ops of a graph the torch copy cannot run (checked before PTQ spends minutes on it)."""
+    return sorted(op_types - set(OPS) - {"QuantizeLinear", "DequantizeLinear"})
+
+
 def range_key(q_input: str) -> str:
     """The tensor name vtool's ranges use for a QuantizeLinear input (ORT renames a graph output's producer)."""
     suffix = "_QuantizeLinear_Input"
