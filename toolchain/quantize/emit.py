@@ -56,7 +56,8 @@ def quantize_qdq(fp32: Path, out: Path, ranges_cache: Path, *, per_channel: bool
     return out
 
 
-def _strip(name: str, suffix: str = "_quantized") -> str:
+def fp32_name(name: str, suffix: str = "_quantized") -> str:
+    """The fp32 initializer an ORT quantized initializer was made from (vtool keys weights and biases by it)."""
     return name[: -len(suffix)] if name.endswith(suffix) else name
 
 
@@ -82,7 +83,7 @@ def patch_weights(qdq: Path, out: Path, weights: dict[str, IntWeight], biases: d
         wdq = producer.get(node.input[1])
         if wdq is None or wdq.op_type != "DequantizeLinear" or wdq.input[0] not in inits:
             continue
-        key = _strip(wdq.input[0])
+        key = fp32_name(wdq.input[0])
         if key not in weights:
             continue
         new = weights[key]
@@ -94,17 +95,17 @@ def patch_weights(qdq: Path, out: Path, weights: dict[str, IntWeight], biases: d
         xdq = producer.get(node.input[0])
         bdq = producer.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         has_bias = bdq is not None and bdq.op_type == "DequantizeLinear" and xdq is not None and \
-            xdq.op_type == "DequantizeLinear" and _strip(bdq.input[0]) in biases
+            xdq.op_type == "DequantizeLinear" and fp32_name(bdq.input[0]) in biases
         values, scales = new.values, new.scales
         if has_bias:
             x_scale = float(array(xdq.input[1]).reshape(-1)[0])
-            values, scales = _fit_bias(node, values, scales, biases[_strip(bdq.input[0])], x_scale)
+            values, scales = _fit_bias(node, values, scales, biases[fp32_name(bdq.input[0])], x_scale)
         put(wdq.input[0], values.astype(old.dtype).reshape(old.shape))
         put(wdq.input[1], scales.astype(np.float32)[: old_scale.size].reshape(old_scale.shape))
         patched += 1
         if has_bias:
             scale = (x_scale * scales).astype(np.float32)
-            bias = biases[_strip(bdq.input[0])]
+            bias = biases[fp32_name(bdq.input[0])]
             put(bdq.input[0], np.round(bias / scale).astype(np.int32))
             put(bdq.input[1], scale[: array(bdq.input[1]).size].reshape(array(bdq.input[1]).shape))
     onnx.save(model, str(out))

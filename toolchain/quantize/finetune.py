@@ -2,12 +2,13 @@
 
 torchao's PT2E QAT starts from its own observers and round-to-nearest weights (13.7 dB on
 EfficientNet-Lite0 after distillation, where vtool's PTQ reaches 24.6 dB). Here the INT8 model
-vtool's PTQ built (its ranges, GPTQ/refit integers and biases) is run in torch (qdqtorch.py) and
-fine-tuned end to end: weights in units of their own quantization step (so one learning rate suits
-every layer) and biases, under the fp32 model's logits, with straight-through fake quantization.
-The result maps back onto the same scales, so the PTQ builds its candidates from it unchanged.
-A quarter of the images is held out: the epoch with the lowest held-out loss is kept, and nothing
-is kept when no epoch beat the PTQ start.
+vtool's PTQ built (its ranges, GPTQ/refit integers and biases) runs in torch (qdqtorch.py) and is
+fine-tuned end to end under the fp32 model's logits: weights in units of their own quantization step
+(one learning rate suits every layer), biases, and activation scales (LSQ), with straight-through
+rounding. The result maps back onto the PTQ (integers on the same scales, biases, ranges), so it
+builds its candidates from it unchanged. Whole source images are held out (other photos, not other
+crops of the same ones: a crop-level hold-out let Lite0 over-fit its 11 photos unseen); the epoch
+with the lowest held-out loss is kept, and nothing when no epoch beat the PTQ start.
 """
 
 from __future__ import annotations
