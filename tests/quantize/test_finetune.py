@@ -137,3 +137,19 @@ def test_label_free_qat_starts_from_the_ptq_model_by_default(tmp_path: Path) -> 
     step = next(s for s in summary["steps"] if s["step"] == "qat:distill-from-ptq")
     assert step["applied"] == qat["kept"] and step["torch_copy_sqnr_db"] > 30.0
     assert result.artifact.manifest.format == "onnx" and result.artifact.manifest.precision == "int8"
+
+
+def test_an_onnx_file_takes_qat_from_ptq_and_labelled_data_says_how(exported_tiny_cnn, tmp_path: Path) -> None:
+    """QAT from PTQ needs only the ONNX graph; torchao's QAT (labels) needs the checkpoint, said in one line."""
+    from toolchain.quantize import quantize
+    from toolchain.sources import load_model
+
+    source = load_model(str(exported_tiny_cnn("onnx")))
+    result = quantize(source, "synthetic", QuantConfig(mode="qat", epochs=1, out=tmp_path / "q", speed=False,
+                                                       min_agreement=0.5))
+    assert result.summary["qat"]["start"] == "vtool PTQ (all-INT8)" and result.artifact.manifest.format == "onnx"
+    with pytest.raises(UserInputError, match="can only distil from it, and this data has labels") as info:
+        quantize(source, "digits", QuantConfig(mode="qat", epochs=1, out=tmp_path / "labelled", speed=False))
+    assert "\n" not in str(info.value) and not (tmp_path / "labelled").exists()
+    with pytest.raises(UserInputError, match="torchao QAT fine-tunes PyTorch weights"):
+        quantize(source, "synthetic", QuantConfig(mode="qat", qat_start="observers", out=tmp_path / "obs"))

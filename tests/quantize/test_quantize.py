@@ -218,7 +218,9 @@ def test_bare_qdq_onnx_file_is_refused(int8_artifact, tmp_path: Path) -> None:
 
 def test_qat_on_onnx_without_checkpoint_is_refused(exported_tiny_cnn, tmp_path: Path) -> None:
     source = load_model(str(exported_tiny_cnn("onnx")))
-    with pytest.raises(UserInputError, match="cannot use .*without its checkpoint"):
+    with pytest.raises(UserInputError, match="cannot use .*without its checkpoint"):  # torchao QAT: needs torch
+        quantize(source, "digits", QuantConfig(mode="qat", qat_start="observers", out=tmp_path / "q"))
+    with pytest.raises(UserInputError, match="ONNX file.*add --distill on"):  # labels: distillation is opt-in
         quantize(source, "digits", QuantConfig(mode="qat", out=tmp_path / "q"))
 
 
@@ -271,7 +273,7 @@ def test_cli_unknown_calibration_is_one_line_exit_1(exported_tiny_cnn) -> None:
 
 def test_cli_qat_on_onnx_exit_1(exported_tiny_cnn) -> None:
     result = run_cli("quantize", "--model", str(exported_tiny_cnn("onnx")), "--mode", "qat", "--data", "digits")
-    assert result.exit_code == 1 and "without its checkpoint" in result.output
+    assert result.exit_code == 1 and "add --distill on" in result.output
 
 
 def test_cli_missed_budget_exit_3_writes_json(exported_tiny_cnn, tmp_path: Path, monkeypatch) -> None:

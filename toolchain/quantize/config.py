@@ -94,6 +94,10 @@ class QatSettings:
     start: str = "auto"
     step_lr: float = PTQ_QAT_LR
 
+    def may_start_from_ptq(self, engine: str) -> bool:
+        """Whether some data could make QAT start from PTQ (before the data is resolved)."""
+        return self.start != "observers" and engine == "onnxruntime" and self.distill != "off"
+
     def from_ptq(self, engine: str, labeled: bool) -> bool:
         """Start from vtool's PTQ model: on the onnxruntime engine, when QAT distils (no labels, or asked)."""
         if self.start == "observers" or engine != "onnxruntime":

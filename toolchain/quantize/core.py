@@ -86,10 +86,11 @@ def check_source(model: LoadedModel, config: QuantConfig) -> None:
             f"'{model.name}' is already quantized ({precision}); quantize the fp32 model it came from "
             "(its checkpoint or fp32 ONNX artifact)."
         )
-    trainable_needed = config.mode == "qat" or config.engine in ("torchao", "xnnpack")
+    onnx_qat = config.mode == "qat" and config.qat().may_start_from_ptq(config.engine)  # decided once data is known
+    trainable_needed = (config.mode == "qat" and not onnx_qat) or config.engine in ("torchao", "xnnpack")
     if trainable_needed and not model.is_torch:
-        what = ("QAT fine-tunes weights" if config.mode == "qat"
-                else f"--engine {config.engine} quantizes a PyTorch graph")
+        what = ("torchao QAT fine-tunes PyTorch weights (an ONNX file can take --qat-start ptq)"
+                if config.mode == "qat" else f"--engine {config.engine} quantizes a PyTorch graph")
         raise UserInputError(
             f"--mode {config.mode} cannot use '{model.name}' ({model.artifact.format if model.artifact else '?'} "
             f"file without its checkpoint): {what}; pass the training checkpoint (runs/NAME) or a registry name."
@@ -99,6 +100,13 @@ def check_source(model: LoadedModel, config: QuantConfig) -> None:
             f"'{model.name}' is a {model.artifact.format} artifact; ONNX Runtime quantization needs an fp32 ONNX "
             "model or a PyTorch checkpoint. Export it with `vtool export --format onnx` first."
         )
+
+
+def check_qat_source(model: LoadedModel, from_ptq: bool) -> None:
+    """An ONNX file can only take QAT from PTQ (distillation): torchao's QAT needs the PyTorch module."""
+    if not from_ptq and not model.is_torch:
+        raise UserInputError(f"--mode qat on '{model.name}' (an ONNX file) can only distil from it, and this data has "
+                             "labels: add --distill on (or --qat-start ptq), or pass the training checkpoint.")
 
 
 def default_out(model: LoadedModel, config: QuantConfig) -> Path:

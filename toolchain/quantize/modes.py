@@ -172,8 +172,12 @@ def qat(loaded: LoadedModel, data: QuantData, config: QuantConfig, ints: IntSett
         if not missing and (settings.start == "ptq" or not graph.is_transformer(config.preset)):
             pt2e.refuse_torchrun()
             return onnx_ptq(fp32, data, config, ints, work, judge, speed, qat=settings)
-        log.info("QAT: %s; --qat-start auto trains torchao observers", "a transformer graph" if not missing else
-                 f"ops the torch copy of the INT8 graph cannot run ({', '.join(missing[:3])})")
+        reason = ("a transformer graph" if not missing else
+                  f"ops the torch copy of the INT8 graph cannot run ({', '.join(missing[:3])})")
+        if not loaded.is_torch:
+            raise UserInputError(f"QAT on '{loaded.name}' (an ONNX file): {reason}, and torchao QAT needs the PyTorch "
+                                 "checkpoint; pass it, or use --mode ptq.")
+        log.info("QAT: %s; --qat-start auto trains torchao observers", reason)
     distill = settings.distill == "on" or (settings.distill == "auto" and data.bundle is None)
     if distill:
         converted, history = pt2e.qat_distill(loaded.module, data.spec, data.calibration, settings,

@@ -25,6 +25,7 @@ from toolchain.quantize.core import (
     QuantResult,
     _data_name,
     _explain_speed,
+    check_qat_source,
     check_source,
     default_out,
     fp32_onnx,
@@ -68,6 +69,8 @@ def quantize(model: LoadedModel | str, data: DataBundle | str | np.ndarray | Qua
         judge = Judge(ref, qdata, budget, config.threads)
         fp32_path, export_info = None, {}
         from_ptq = config.mode == "qat" and config.qat().from_ptq(config.engine, qdata.bundle is not None)
+        if config.mode == "qat":
+            check_qat_source(loaded, from_ptq)
         if config.engine == "onnxruntime" and (config.mode != "qat" or from_ptq):
             fp32_path, export_info = fp32_onnx(loaded, work, _data_name(data, qdata))
             prep.check_input_shape(fp32_path, (loaded.spec.channels, *loaded.spec.input_size))
