@@ -5,7 +5,6 @@ nothing that made the held-out loss worse."""
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +13,9 @@ import torch
 from graphs import clipped_qdq, layernorm_net, run
 
 from toolchain.errors import UserInputError
+from toolchain.metrics import sqnr_db
 from toolchain.quantize import QuantConfig, emit, finetune, qdqtorch
 from toolchain.quantize.graph import OnnxGraph
-
-
-def _sqnr(reference: np.ndarray, other: np.ndarray) -> float:
-    return 10 * math.log10(float(np.mean(reference ** 2)) / max(float(np.mean((reference - other) ** 2)), 1e-30))
 
 
 def _torch(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
@@ -35,7 +31,7 @@ def test_the_torch_copy_computes_what_the_int8_file_computes(tmp_path: Path) -> 
     assert {k.replace("__", ".") for k in net.weights} == set(weights)  # every INT8 weight is a parameter
     fresh = rng.normal(0, 1, (16, 3, 8, 8)).astype(np.float32)
     mine, theirs = _torch(net, fresh), run(qdq, fresh)
-    assert _sqnr(theirs, mine) > 40.0
+    assert sqnr_db(theirs, mine) > 40.0
     assert np.array_equal(mine.argmax(1), theirs.argmax(1))
     ints = net.integer_weights()
     assert all(np.array_equal(ints[k][0], weights[k].values.astype(np.int8)) for k in weights)  # untrained: unchanged

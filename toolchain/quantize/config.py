@@ -100,9 +100,7 @@ class QatSettings:
 
     def from_ptq(self, engine: str, labeled: bool) -> bool:
         """Start from vtool's PTQ model: on the onnxruntime engine, when QAT distils (no labels, or asked)."""
-        if self.start == "observers" or engine != "onnxruntime":
-            return False
-        return self.start == "ptq" or self.distill == "on" or (self.distill == "auto" and not labeled)
+        return self.may_start_from_ptq(engine) and (self.start == "ptq" or self.distill == "on" or not labeled)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import UserInputError
+from toolchain.metrics import sqnr_db
 from toolchain.quantize.qdqtorch import qdq_module
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 HOLDOUT_EVERY = 4  # every 4th source image (all its crops) judges the epochs
 BIAS_LR = 1e-4  # Adam step of a bias (absolute): 1e-3 over-fitted the 11 calibration photos of Lite0
 RANGE_LR = 1e-3  # Adam step of log(activation scale)
+FIDELITY_IMAGES = 32  # images on which the torch copy is checked against ONNX Runtime
 PROGRESS_EVERY_S = 30.0  # an epoch on EfficientNet-Lite0 takes about 2 min on 2 cores
 
 
@@ -48,18 +50,13 @@ class FinetuneResult:
     fidelity_db: float = 0.0  # torch module vs ONNX Runtime on the QDQ file, before training
 
 
-def _sqnr(reference: np.ndarray, other: np.ndarray) -> float:
-    noise = float(np.mean((reference - other) ** 2))
-    return 10 * math.log10(float(np.mean(reference ** 2)) / max(noise, 1e-30))
-
-
 def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, images: np.ndarray, weight_qmax: int,
             epochs: int, lr: float, batch_size: int = 16, seed: int = 0,
             bias_lr: float = BIAS_LR, range_lr: float | None = RANGE_LR,
             sources: np.ndarray | None = None) -> FinetuneResult:
     """Fine-tune the QDQ model at `qdq` towards `teacher_logits` (fp32) on `images`.
 
-    `student_logits`: ONNX Runtime's logits of the QDQ file on the same images (checks the torch copy).
+    `student_logits`: ONNX Runtime's logits of the QDQ file on the first images (checks the torch copy).
     `lr`: Adam step for the weights in units of their quantization step; `bias_lr` in absolute units.
     `range_lr`: activation scales learn too (Adam step on their logarithm); None keeps the PTQ's ranges.
     `sources`: the source image of each image (crops, mirrors): whole sources are held out, as the judging
@@ -71,9 +68,12 @@ def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, i
     net = qdq_module(qdq, weight_qmax, learn_ranges=range_lr is not None)
     x_all = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     y_all = torch.from_numpy(np.ascontiguousarray(teacher_logits, dtype=np.float32))
-    with torch.no_grad():
-        mine = torch.cat([net(x_all[i:i + 32]) for i in range(0, len(x_all), 32)]).numpy()
-    fidelity = _sqnr(student_logits, mine)
+
+    def predict(idx: np.ndarray) -> Any:
+        with torch.no_grad():
+            return torch.cat([net(x_all[idx[i:i + 32]]) for i in range(0, len(idx), 32)])
+
+    fidelity = sqnr_db(student_logits, predict(np.arange(len(student_logits))).numpy())
     log.info("QAT from PTQ: the torch copy of the INT8 graph matches ONNX Runtime at %.1f dB", fidelity)
     sources = np.arange(len(images)) if sources is None else np.asarray(sources)
     held = np.isin(sources, np.unique(sources)[HOLDOUT_EVERY - 1::HOLDOUT_EVERY])
@@ -83,9 +83,7 @@ def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, i
                              f"the calibration data has {len(np.unique(sources))}; give more images.")
 
     def held_loss() -> float:
-        with torch.no_grad():
-            out = torch.cat([net(x_all[held_idx[i:i + 32]]) for i in range(0, len(held_idx), 32)])
-            return float(torch.nn.functional.mse_loss(out, y_all[held_idx]))
+        return float(torch.nn.functional.mse_loss(predict(held_idx), y_all[held_idx]))
 
     groups = [{"params": list(net.weights.parameters()), "lr": lr},
               {"params": list(net.biases.parameters()), "lr": bias_lr}]

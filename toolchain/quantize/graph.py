@@ -44,7 +44,8 @@ class Layer:
         return self.op == "Conv" and self.group > 1
 
 
-def _attrs(node: Any) -> dict[str, Any]:
+def node_attrs(node: Any) -> dict[str, Any]:
+    """An ONNX node's attributes as Python values."""
     import onnx
 
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -124,7 +125,7 @@ class OnnxGraph:
         return out
 
     def _layer(self, node: Any) -> Layer | None:
-        attrs = _attrs(node)
+        attrs = node_attrs(node)
         weight = self.array(node.input[1])
         bias = node.input[2] if len(node.input) > 2 and node.input[2] in self.initializers else None
         if node.op_type == "Conv":

@@ -252,7 +252,8 @@ class StaticPtq:
         images = np.concatenate([images, images[..., ::-1]])  # mirrored copies: fp32 labels them too
         qdq = self.build([], "qat-start")
         teacher = run_model(self.prepared, images, "onnxruntime", spec=self.spec, threads=self.threads)
-        student = run_model(qdq, images, "onnxruntime", spec=self.spec, threads=self.threads)
+        student = run_model(qdq, images[:finetune.FIDELITY_IMAGES], "onnxruntime", spec=self.spec,
+                            threads=self.threads)
         log.info("QAT from PTQ: distilling fp32 logits into the INT8 model on %d images (%d mirrored), %d epochs",
                  len(images), len(images) // 2, settings.epochs)
         result = finetune.distill(qdq, teacher, student, images, self.ints.weight_qmax, settings.epochs,

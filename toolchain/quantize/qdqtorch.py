@@ -20,14 +20,9 @@ import numpy as np
 
 from toolchain.errors import UserInputError
 from toolchain.quantize.emit import fp32_name
+from toolchain.quantize.graph import node_attrs
 
 WEIGHTED = ("Conv", "Gemm", "MatMul")
-
-
-def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _pads(attrs: dict[str, Any], dims: int) -> tuple[list[int], bool]:
@@ -101,7 +96,7 @@ def qdq_module(path: Path, weight_qmax: int, learn_ranges: bool = False) -> Any:
             self.input_name = graph.input[0].name
             self.output_name = graph.output[0].name
             self.nodes = list(graph.node)
-            self.attrs = [_attrs(n) for n in self.nodes]
+            self.attrs = [node_attrs(n) for n in self.nodes]
             self.qmax = weight_qmax
             for node in self.nodes:
                 if node.op_type == "DequantizeLinear" and node.input[0] in inits:
@@ -120,7 +115,7 @@ def qdq_module(path: Path, weight_qmax: int, learn_ranges: bool = False) -> Any:
             ints = inits[node.input[0]]
             scale = inits[node.input[1]].astype(np.float32)
             zero = inits[node.input[2]].astype(np.float32) if len(node.input) > 2 and node.input[2] else 0.0
-            axis = int(_attrs(node).get("axis", 1))
+            axis = int(node_attrs(node).get("axis", 1))
             shape = [1] * ints.ndim
             if scale.size > 1:
                 shape[axis] = scale.size
