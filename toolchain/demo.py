@@ -117,20 +117,22 @@ def build_app(side: SideBySide) -> Any:
         labels = [{t["label"]: t["confidence"] for t in a["top"]} for a in answers]
         return [*labels, summary_markdown(answers)]
 
+    # The example is classified here, not on page load: the page then opens with its answers already in place
+    # (no round trip, and nothing for a headless browser to wait on).
+    initial = run(str(side.config.example)) if side.config.example is not None else [None] * (len(side.models) + 1)
+
     with gr.Blocks(title="vtool demo") as app:
         gr.Markdown("# vtool demo\nUpload an image: every model answers with its own preprocessing. "
                     "Latency is one warm call on this machine's CPU, not a benchmark (use `vtool bench`).")
         with gr.Row():
             image = gr.Image(type="pil", label="image", value=str(side.config.example) if side.config.example
                              else None, elem_id="vtool-image")
-            outputs = [gr.Label(num_top_classes=side.config.top_k, label=title, elem_id=f"vtool-model-{i}")
-                       for i, title in enumerate(side.titles)]
-        summary = gr.Markdown(elem_id="vtool-summary")
+            outputs = [gr.Label(value=initial[i], num_top_classes=side.config.top_k, label=title,
+                                elem_id=f"vtool-model-{i}") for i, title in enumerate(side.titles)]
+        summary = gr.Markdown(value=initial[-1] or "", elem_id="vtool-summary")
         button = gr.Button("Classify", variant="primary")
         button.click(run, inputs=image, outputs=[*outputs, summary], api_name="classify")
         image.upload(run, inputs=image, outputs=[*outputs, summary], api_name=False)
-        if side.config.example is not None:
-            app.load(run, inputs=image, outputs=[*outputs, summary], api_name=False)
     return app
 
 
