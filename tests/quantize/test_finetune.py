@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from graphs import clipped_qdq, layernorm_net, run
+from graphs import WEIGHT_QMAX, clipped_qdq, layernorm_net, run
 
 from toolchain.errors import UserInputError
 from toolchain.metrics import sqnr_db
@@ -27,7 +27,7 @@ def test_the_torch_copy_computes_what_the_int8_file_computes(tmp_path: Path) -> 
     rng = np.random.default_rng(5)
     x = rng.normal(0, 1, (32, 3, 8, 8)).astype(np.float32)
     _, _, qdq, weights = clipped_qdq(tmp_path, x, squeeze=0.4)
-    net = qdqtorch.qdq_module(qdq, 127)
+    net = qdqtorch.qdq_module(qdq, WEIGHT_QMAX)
     assert {k.replace("__", ".") for k in net.weights} == set(weights)  # every INT8 weight is a parameter
     fresh = rng.normal(0, 1, (16, 3, 8, 8)).astype(np.float32)
     mine, theirs = _torch(net, fresh), run(qdq, fresh)
@@ -42,10 +42,10 @@ def test_distillation_undoes_a_systematic_error_and_maps_back_onto_the_file(tmp_
     x = rng.normal(0, 1, (96, 3, 8, 8)).astype(np.float32)
     fresh = rng.normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
     _, src, qdq, _ = clipped_qdq(tmp_path, x, squeeze=0.4)
-    result = finetune.distill(qdq, run(src, x), run(qdq, x), x, 127, epochs=15, lr=0.05, bias_lr=1e-3)
+    result = finetune.distill(qdq, run(src, x), run(qdq, x), x, WEIGHT_QMAX, epochs=15, lr=0.05, bias_lr=1e-3)
     assert result.kept and result.loss_after < 0.8 * result.loss_before
     assert result.fidelity_db > 40.0 and len(result.history) == 15
-    assert all(np.abs(ints).max() <= 127 and ints.dtype == np.int8 for ints, _ in result.weights.values())
+    assert all(np.abs(ints).max() <= WEIGHT_QMAX and ints.dtype == np.int8 for ints, _ in result.weights.values())
     patched = tmp_path / "finetuned.onnx"
     weights = {k: emit.IntWeight(ints, scales) for k, (ints, scales) in result.weights.items()}
     assert emit.patch_weights(qdq, patched, weights, result.biases) == 3
@@ -59,7 +59,7 @@ def test_learned_activation_scales_map_back_to_ranges_onnxruntime_turns_into_the
 
     x = np.random.default_rng(8).normal(0, 1, (16, 3, 8, 8)).astype(np.float32)
     _, _, qdq, _ = clipped_qdq(tmp_path, x, squeeze=0.4)
-    net = qdqtorch.qdq_module(qdq, 127, learn_ranges=True)
+    net = qdqtorch.qdq_module(qdq, WEIGHT_QMAX, learn_ranges=True)
     assert {"input", "a1", "a2"} <= {k.replace("__", ".") for k in net.log_scales}
     with torch.no_grad():
         for i, log_scale in enumerate(net.log_scales.values()):
@@ -75,7 +75,7 @@ def test_a_fine_tune_that_raises_held_out_loss_keeps_nothing(tmp_path: Path, mon
     x = rng.normal(0, 1, (32, 3, 8, 8)).astype(np.float32)
     _, src, qdq, _ = clipped_qdq(tmp_path, x, squeeze=0.4)
     monkeypatch.setattr(torch.optim, "Adam", functools.partial(torch.optim.Adam, maximize=True))  # training hurts
-    result = finetune.distill(qdq, run(src, x), run(qdq, x), x, 127, epochs=2, lr=0.05, bias_lr=1e-3)
+    result = finetune.distill(qdq, run(src, x), run(qdq, x), x, WEIGHT_QMAX, epochs=2, lr=0.5, bias_lr=1e-2)
     assert all(epoch["held_out_loss"] > result.loss_before for epoch in result.history)
     assert not result.kept and result.best_epoch == 0 and result.weights == {} and result.biases == {}
     assert result.loss_after == result.loss_before
@@ -88,11 +88,11 @@ def test_whole_source_images_are_held_out_and_too_few_sources_are_one_line(tmp_p
     _, src, qdq, _ = clipped_qdq(tmp_path, x, squeeze=0.4)
     teacher, student = run(src, x), run(qdq, x)
     with pytest.raises(UserInputError, match="holds out whole source images: it needs >= 4 of them, .* has 3") as info:
-        finetune.distill(qdq, teacher, student, x, 127, epochs=1, lr=0.01, sources=np.arange(24) % 3)
+        finetune.distill(qdq, teacher, student, x, WEIGHT_QMAX, epochs=1, lr=0.01, sources=np.arange(24) % 3)
     assert "\n" not in str(info.value)
     monkeypatch.setattr(finetune, "PROGRESS_EVERY_S", 0.0)
     with caplog.at_level("INFO", logger="toolchain.quantize.finetune"):
-        result = finetune.distill(qdq, teacher, student, x, 127, epochs=1, lr=0.01, batch_size=8,
+        result = finetune.distill(qdq, teacher, student, x, WEIGHT_QMAX, epochs=1, lr=0.01, batch_size=8,
                                   sources=np.arange(24) % 4)
     assert len(result.history) == 1  # 4 sources: source 3 (6 crops) judges, the other 18 crops train
     assert "epoch 1/1: 18 of 18 images" in caplog.text  # progress inside a long epoch

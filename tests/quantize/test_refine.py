@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from graphs import SPEC, clipped_qdq, run
+from graphs import SPEC, WEIGHT_QMAX, clipped_qdq, run
 
 from toolchain.quantize import gptq, refine
 
@@ -36,7 +36,7 @@ def test_refit_undoes_a_systematic_error_and_reports_each_layer(tmp_path: Path) 
     reference = run(src, fresh)
     before = run(qdq, fresh)
     biases: dict[str, np.ndarray] = {}
-    results = refine.refit_sequential(graph, src, qdq, SPEC, graph.layers(), lambda: iter([x]), 64, 127,
+    results = refine.refit_sequential(graph, src, qdq, SPEC, graph.layers(), lambda: iter([x]), 64, WEIGHT_QMAX,
                                       weights, biases)
     assert [r.layer for r in results] == ["conv1", "conv2", "fc"]
     by_name = {r.layer: r for r in results}
@@ -60,7 +60,8 @@ def test_a_refit_that_does_not_lower_held_out_error_is_not_kept(tmp_path: Path, 
         return -gptq.round_to_nearest(matrix, scales, qmax), scales, None if bias is None else -bias
 
     monkeypatch.setattr(refine.PairStats, "solve", worse)
-    results = refine.refit_sequential(graph, src, qdq, SPEC, graph.layers(), lambda: iter([x]), 32, 127, weights, {})
+    results = refine.refit_sequential(graph, src, qdq, SPEC, graph.layers(), lambda: iter([x]), 32, WEIGHT_QMAX,
+                                      weights, {})
     assert len(results) == 3 and not any(r.kept for r in results)
     assert all(r.error_after > r.error_before for r in results)
     assert all(np.array_equal(weights[k].values, original[k]) for k in original)
