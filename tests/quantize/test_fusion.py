@@ -42,7 +42,7 @@ def test_fusion_rewrites_every_attention_block_and_keeps_the_function(vit_onnx: 
     ops = _ops(tmp_path / "fused.onnx")
     assert report.attention_blocks == 2 and report.attention_fused == 2, report.skipped
     assert ops["Attention"] == 2 and "Softmax" not in ops  # the unfused attention was pruned
-    assert report.ort_fusions.get("SkipLayerNormalization", 0) >= 2
+    assert "SkipLayerNormalization" not in ops and ops["LayerNormalization"] >= 4  # ORT's slow CPU kernel is left out
     assert report.max_abs_diff is not None and report.max_abs_diff < fusion.FUSED_ATOL
 
 
