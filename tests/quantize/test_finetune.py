@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from graphs import WEIGHT_QMAX, clipped_qdq, layernorm_net, run
+from graphs import SPEC, WEIGHT_QMAX, clipped_qdq, layernorm_net, run
 
 from toolchain.errors import UserInputError
 from toolchain.metrics import sqnr_db
@@ -52,6 +52,32 @@ def test_distillation_undoes_a_systematic_error_and_maps_back_onto_the_file(tmp_
     reference = run(src, fresh)
     error = lambda y: float(((y - reference) ** 2).mean())  # noqa: E731
     assert error(run(patched, fresh)) < 0.8 * error(run(qdq, fresh))  # on images the fine-tune never saw
+
+
+def test_matching_every_quantized_activation_to_fp32_also_undoes_the_error(tmp_path: Path) -> None:
+    import onnx
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(0, 1, (96, 3, 8, 8)).astype(np.float32)
+    fresh = rng.normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
+    _, src, qdq, _ = clipped_qdq(tmp_path, x, squeeze=0.4)
+    names = qdqtorch.quantized_activations(onnx.load(str(qdq)))
+    assert {"input", "a1", "a2"} <= set(names)
+    teacher = finetune.FeatureTeacher(src, x, SPEC, [*names, "not-a-tensor"], None)
+    assert teacher.names == names[1:]  # the graph input has no fp32 producer to match; unknown names are dropped
+    assert set(teacher(np.arange(4))) == set(names[1:])
+    try:
+        result = finetune.distill(qdq, run(src, x), run(qdq, x), x, WEIGHT_QMAX, epochs=15, lr=0.05, bias_lr=1e-3,
+                                  features=teacher)
+    finally:
+        teacher.close()
+    assert result.kept and result.loss_after < 0.8 * result.loss_before  # held-out loss is still the logits' MSE
+    weights = {k: emit.IntWeight(ints, scales) for k, (ints, scales) in result.weights.items()}
+    patched = tmp_path / "matched.onnx"
+    emit.patch_weights(qdq, patched, weights, result.biases)
+    reference = run(src, fresh)
+    error = lambda y: float(((y - reference) ** 2).mean())  # noqa: E731
+    assert error(run(patched, fresh)) < 0.8 * error(run(qdq, fresh))
 
 
 def test_learned_activation_scales_map_back_to_ranges_onnxruntime_turns_into_the_same_scale(tmp_path: Path) -> None:
@@ -115,7 +141,9 @@ def test_qat_start_choices_are_checked() -> None:
     assert settings.from_ptq("onnxruntime", labeled=False) and not settings.from_ptq("onnxruntime", labeled=True)
     assert not settings.from_ptq("torchao", labeled=False)
     assert QuantConfig(mode="qat", qat_start="ptq").qat().from_ptq("onnxruntime", labeled=True)
-    assert settings.lr == 1e-4 and settings.step_lr == 3e-3
+    assert settings.lr == 1e-4 and settings.step_lr == 3e-3 and settings.feature_weight == 0.0
+    with pytest.raises(UserInputError, match="--qat-features"):
+        QuantConfig(mode="qat", qat_features=-1)
 
 
 def test_label_free_qat_starts_from_the_ptq_model_by_default(tmp_path: Path) -> None:
@@ -123,10 +151,12 @@ def test_label_free_qat_starts_from_the_ptq_model_by_default(tmp_path: Path) -> 
     from toolchain.sources import load_model
 
     result = quantize(load_model("tiny-cnn"), "synthetic", QuantConfig(mode="qat", epochs=2, out=tmp_path / "q",
-                                                                       speed=False, min_agreement=0.5))
+                                                                       speed=False, min_agreement=0.5,
+                                                                       qat_features=1.0))
     summary = result.summary
     qat = summary["qat"]
     assert qat["start"] == "vtool PTQ (all-INT8)" and qat["loss"].startswith("distillation")
+    assert "1 x normalized MSE of every quantized activation" in qat["loss"]  # --qat-features 1
     assert len(qat["history"]) == 2 and {"train_loss", "held_out_loss"} <= set(qat["history"][0])
     steps = [s["step"] for s in summary["steps"]]
     assert steps.index("weights:refit") < steps.index("qat:distill-from-ptq")
@@ -144,6 +174,7 @@ def test_an_onnx_file_takes_qat_from_ptq_and_labelled_data_says_how(exported_tin
     result = quantize(source, "synthetic", QuantConfig(mode="qat", epochs=1, out=tmp_path / "q", speed=False,
                                                        min_agreement=0.5))
     assert result.summary["qat"]["start"] == "vtool PTQ (all-INT8)" and result.artifact.manifest.format == "onnx"
+    assert result.summary["qat"]["loss"] == "distillation: MSE to the fp32 logits"  # --qat-features 0 by default
     with pytest.raises(UserInputError, match="can only distil from it, and this data has labels") as info:
         quantize(source, "digits", QuantConfig(mode="qat", epochs=1, out=tmp_path / "labelled", speed=False))
     assert "\n" not in str(info.value) and not (tmp_path / "labelled").exists()

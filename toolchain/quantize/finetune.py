@@ -31,8 +31,29 @@ log = logging.getLogger(__name__)
 HOLDOUT_EVERY = 4  # every 4th source image (all its crops) judges the epochs
 BIAS_LR = 1e-4  # Adam step of a bias (absolute): 1e-3 over-fitted the 11 calibration photos of Lite0
 RANGE_LR = 1e-3  # Adam step of log(activation scale)
+FEATURE_WEIGHT = 1.0  # normalized activation MSE against normalized logit MSE, when a FeatureTeacher is given
 FIDELITY_IMAGES = 32  # images on which the torch copy is checked against ONNX Runtime
 PROGRESS_EVERY_S = 30.0  # an epoch on EfficientNet-Lite0 takes about 2 min on 2 cores
+
+
+class FeatureTeacher:
+    """The fp32 graph's activations on demand (one ONNX Runtime session with the named tensors exposed)."""
+
+    def __init__(self, fp32: Path, images: np.ndarray, spec: Any, names: list[str], threads: int | None) -> None:
+        import onnx
+
+        from toolchain.runners import get_runner
+
+        produced = {out for node in onnx.load(str(fp32)).graph.node for out in node.output}
+        self.names = [name for name in names if name in produced]
+        self.images = images
+        self.runner = get_runner("onnxruntime", fp32, spec=spec, threads=threads, expose_outputs=self.names)
+
+    def __call__(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return self.runner.run_outputs(self.images[idx], self.names)
+
+    def close(self) -> None:
+        self.runner.close()
 
 
 @dataclass
@@ -53,7 +74,8 @@ class FinetuneResult:
 def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, images: np.ndarray, weight_qmax: int,
             epochs: int, lr: float, batch_size: int = 16, seed: int = 0,
             bias_lr: float = BIAS_LR, range_lr: float | None = RANGE_LR,
-            sources: np.ndarray | None = None) -> FinetuneResult:
+            sources: np.ndarray | None = None, features: FeatureTeacher | None = None,
+            feature_weight: float = FEATURE_WEIGHT) -> FinetuneResult:
     """Fine-tune the QDQ model at `qdq` towards `teacher_logits` (fp32) on `images`.
 
     `student_logits`: ONNX Runtime's logits of the QDQ file on the first images (checks the torch copy).
@@ -61,6 +83,9 @@ def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, i
     `range_lr`: activation scales learn too (Adam step on their logarithm); None keeps the PTQ's ranges.
     `sources`: the source image of each image (crops, mirrors): whole sources are held out, as the judging
     images are other photos, not other crops of the same ones (default: each image its own source).
+    `features`: the fp32 graph's activations of `images`; when given, every quantized activation is also
+    matched to its fp32 value (normalized MSE, times `feature_weight`): more targets per image than the
+    logits alone, which is what a few calibration photos lack.
     """
     import torch
 
@@ -85,6 +110,21 @@ def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, i
     def held_loss() -> float:
         return float(torch.nn.functional.mse_loss(predict(held_idx), y_all[held_idx]))
 
+    taps = [name for name in net.activation_names() if name in features.names] if features is not None else []
+    y_scale = float((y_all ** 2).mean()) + 1e-12
+
+    def loss_of(idx: np.ndarray) -> Any:
+        """MSE to the fp32 logits; with features, normalized so the two terms weigh alike on any model."""
+        net.taps, net.tapped = set(taps), {}
+        logits = torch.nn.functional.mse_loss(net(x_all[idx]), y_all[idx])
+        net.taps = set()
+        if not taps:
+            return logits, logits
+        targets = features(idx)
+        matched = sum(torch.nn.functional.mse_loss(net.tapped[name], torch.from_numpy(targets[name]))
+                      / (float(np.mean(targets[name] ** 2)) + 1e-12) for name in taps) / len(taps)
+        return logits / y_scale + feature_weight * matched, logits
+
     groups = [{"params": list(net.weights.parameters()), "lr": lr},
               {"params": list(net.biases.parameters()), "lr": bias_lr}]
     if range_lr is not None:
@@ -103,11 +143,11 @@ def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, i
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             optimizer.zero_grad()
-            loss = torch.nn.functional.mse_loss(net(x_all[idx]), y_all[idx])
+            loss, logits_loss = loss_of(idx)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += float(loss.detach()) * len(idx)
+            total += float(logits_loss.detach()) * len(idx)
             if time.perf_counter() - shown > PROGRESS_EVERY_S:
                 shown = time.perf_counter()
                 log.info("QAT from PTQ epoch %d/%d: %d of %d images", epoch + 1, epochs, i + len(idx), len(order))

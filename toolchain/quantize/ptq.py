@@ -243,7 +243,9 @@ class StaticPtq:
 
     def finetune(self, settings: QatSettings) -> dict[str, Any]:
         """QAT from this PTQ: distil fp32's logits into the INT8 model (finetune.py), kept if held-out loss drops."""
-        from toolchain.quantize import finetune
+        import onnx
+
+        from toolchain.quantize import finetune, qdqtorch
         from toolchain.runners import run_model
 
         started = time.perf_counter()
@@ -256,8 +258,17 @@ class StaticPtq:
                             threads=self.threads)
         log.info("QAT from PTQ: distilling fp32 logits into the INT8 model on %d images (%d mirrored), %d epochs",
                  len(images), len(images) // 2, settings.epochs)
-        result = finetune.distill(qdq, teacher, student, images, self.ints.weight_qmax, settings.epochs,
-                                  settings.step_lr, seed=self.calib.seed, sources=sources)
+        features = None
+        if settings.feature_weight > 0:
+            features = finetune.FeatureTeacher(self.prepared, images, self.spec,
+                                               qdqtorch.quantized_activations(onnx.load(str(qdq))), self.threads)
+        try:
+            result = finetune.distill(qdq, teacher, student, images, self.ints.weight_qmax, settings.epochs,
+                                      settings.step_lr, seed=self.calib.seed, sources=sources, features=features,
+                                      feature_weight=settings.feature_weight)
+        finally:
+            if features is not None:
+                features.close()
         if result.kept:
             for key, (ints, scales) in result.weights.items():
                 self.weights[key] = emit.IntWeight(ints, scales)
@@ -272,7 +283,10 @@ class StaticPtq:
                      best_epoch=result.best_epoch, torch_copy_sqnr_db=round(result.fidelity_db, 1))
         return {"epochs": settings.epochs, "lr": settings.step_lr, "lr_unit": "weight quantization steps",
                 "bias_lr": finetune.BIAS_LR, "activation_scale_lr": finetune.RANGE_LR,
-                "optimizer": "Adam + cosine", "loss": "distillation: MSE to the fp32 logits",
+                "optimizer": "Adam + cosine",
+                "loss": "distillation: MSE to the fp32 logits" + (
+                    f" + {settings.feature_weight:g} x normalized MSE of every quantized activation to its fp32 value"
+                    if settings.feature_weight > 0 else ""),
                 "start": "vtool PTQ (all-INT8)", "images": len(images), "source_images": len(np.unique(sources)),
                 "held_out": f"every {finetune.HOLDOUT_EVERY}th source image, all its crops",
                 "history": result.history, "kept": result.kept, "best_epoch": result.best_epoch}

@@ -49,6 +49,15 @@ def range_key(q_input: str) -> str:
     return q_input[: -len(suffix)] if q_input.endswith(suffix) else q_input
 
 
+def quantized_activations(model: Any) -> list[str]:
+    """The activations a QDQ model (onnx.ModelProto) quantizes per tensor, by their fp32 names (range keys)."""
+    from onnx import numpy_helper
+
+    sizes = {i.name: numpy_helper.to_array(i).size for i in model.graph.initializer}
+    return [range_key(n.input[0]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and sizes.get(n.input[1]) == 1]
+
+
 def qdq_module(path: Path, weight_qmax: int, learn_ranges: bool = False) -> Any:
     """The QDQ model at `path` as a torch.nn.Module (the class is defined here: torch loads only when QAT runs).
 
@@ -98,6 +107,8 @@ def qdq_module(path: Path, weight_qmax: int, learn_ranges: bool = False) -> Any:
             self.nodes = list(graph.node)
             self.attrs = [node_attrs(n) for n in self.nodes]
             self.qmax = weight_qmax
+            self.taps: set[str] = set()  # fp32 activation names whose fake-quantized values forward() keeps
+            self.tapped: dict[str, torch.Tensor] = {}
             for node in self.nodes:
                 if node.op_type == "DequantizeLinear" and node.input[0] in inits:
                     self._dequantized_constant(node)
@@ -169,11 +180,17 @@ def qdq_module(path: Path, weight_qmax: int, learn_ranges: bool = False) -> Any:
                     values[node.output[0]] = fake_activation(values[node.input[0]], scale,
                                                              const(node.input[2]).float(), int(info.min),
                                                              int(info.max))
+                    if self.taps and range_key(node.input[0]) in self.taps:
+                        self.tapped[range_key(node.input[0])] = values[node.output[0]]
                     continue
                 inputs = [get(name) for name in node.input]
                 out = OPS[node.op_type](inputs, attrs, F)
                 values[node.output[0]] = out
             return values[self.output_name]
+
+        def activation_names(self) -> list[str]:
+            """The fp32 tensors quantized per tensor (vtool range keys), in graph order: what taps can name."""
+            return quantized_activations(model)
 
         def integer_weights(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             """The trained weights as (integers, per-channel scales of the QDQ file), keyed by the fp32 weight name."""
