@@ -2,11 +2,11 @@
 
 ORT's own ViT fuser (`onnxruntime.transformers.optimizer`, model type vit) fuses bias+GELU (its
 SkipLayerNormalization is left out: slower on CPU, see ort_fusion_options), but finds no attention in
-the dynamo exporter's graphs: their
-scaled_dot_product_attention has K transposed through Reshape/Transpose chains, scale split over Q and K
-and an all-zero mask guarded by IsNaN/Where. `fuse_attention` matches that block around each Softmax
-and writes the packed-QKV Attention node ORT's CPU provider runs (and quantize_dynamic turns into
-QAttention). Every rewrite is checked numerically against the unfused graph; a mismatch drops it.
+the dynamo exporter's graphs: their scaled_dot_product_attention has K transposed through
+Reshape/Transpose chains, scale split over Q and K and an all-zero mask guarded by IsNaN/Where.
+`fuse_attention` matches that block around each Softmax and writes the packed-QKV Attention node ORT's
+CPU provider runs (and quantize_dynamic turns into QAttention). Every rewrite is checked numerically
+against the unfused graph; a mismatch drops it.
 The result runs on ONNX Runtime only (contrib ops), which the artifact's manifest records.
 """
 

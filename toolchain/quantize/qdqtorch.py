@@ -12,6 +12,7 @@ Only the ops of CNN classifiers are interpreted; anything else is refused by nam
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,7 @@ def range_key(q_input: str) -> str:
 
 def quantized_activations(model: Any) -> list[str]:
     """The activations a QDQ model (onnx.ModelProto) quantizes per tensor, by their fp32 names (range keys)."""
-    from onnx import numpy_helper
-
-    sizes = {i.name: numpy_helper.to_array(i).size for i in model.graph.initializer}
+    sizes = {i.name: math.prod(i.dims) for i in model.graph.initializer}  # from the dims: no weight is decoded
     return [range_key(n.input[0]) for n in model.graph.node
             if n.op_type == "QuantizeLinear" and sizes.get(n.input[1]) == 1]
 
@@ -180,8 +179,8 @@ def qdq_module(path: Path, weight_qmax: int, learn_ranges: bool = False) -> Any:
                     values[node.output[0]] = fake_activation(values[node.input[0]], scale,
                                                              const(node.input[2]).float(), int(info.min),
                                                              int(info.max))
-                    if self.taps and range_key(node.input[0]) in self.taps:
-                        self.tapped[range_key(node.input[0])] = values[node.output[0]]
+                    if self.taps and (name := range_key(node.input[0])) in self.taps:
+                        self.tapped[name] = values[node.output[0]]
                     continue
                 inputs = [get(name) for name in node.input]
                 out = OPS[node.op_type](inputs, attrs, F)
