@@ -63,12 +63,13 @@ def test_matching_every_quantized_activation_to_fp32_also_undoes_the_error(tmp_p
     _, src, qdq, _ = clipped_qdq(tmp_path, x, squeeze=0.4)
     names = qdqtorch.quantized_activations(onnx.load(str(qdq)))
     assert {"input", "a1", "a2"} <= set(names)
-    teacher = finetune.FeatureTeacher(src, x, SPEC, [*names, "not-a-tensor"], None)
+    teacher = finetune.Teacher(src, SPEC, [*names, "not-a-tensor"], None)
     assert teacher.names == names[1:]  # the graph input has no fp32 producer to match; unknown names are dropped
-    assert set(teacher(np.arange(4))) == set(names[1:])
+    logits, activations = teacher(x[:4])
+    assert set(activations) == set(names[1:]) and np.allclose(logits, run(src, x[:4]), atol=1e-5)
     try:
         result = finetune.distill(qdq, run(src, x), run(qdq, x), x, WEIGHT_QMAX, epochs=15, lr=0.05, bias_lr=1e-3,
-                                  features=teacher)
+                                  teacher=teacher)
     finally:
         teacher.close()
     assert result.kept and result.loss_after < 0.8 * result.loss_before  # held-out loss is still the logits' MSE
@@ -78,6 +79,45 @@ def test_matching_every_quantized_activation_to_fp32_also_undoes_the_error(tmp_p
     reference = run(src, fresh)
     error = lambda y: float(((y - reference) ** 2).mean())  # noqa: E731
     assert error(run(patched, fresh)) < 0.8 * error(run(qdq, fresh))
+
+
+def test_mixup_distillation_learns_fp32_on_blends_it_labels_online(tmp_path: Path) -> None:
+    """Every training step sees new blends of two images, labelled by the fp32 teacher; held-out stays clean."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(0, 1, (96, 3, 8, 8)).astype(np.float32)
+    fresh = rng.normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
+    _, src, qdq, _ = clipped_qdq(tmp_path, x, squeeze=0.4)
+    teacher = finetune.Teacher(src, SPEC, [], None)
+    seen: list[np.ndarray] = []
+    try:
+        with pytest.raises(UserInputError, match="mixup distillation needs the fp32 teacher"):
+            finetune.distill(qdq, run(src, x), run(qdq, x), x, WEIGHT_QMAX, epochs=1, lr=0.05, mixup=0.4)
+        result = finetune.distill(qdq, run(src, x), run(qdq, x), x, WEIGHT_QMAX, epochs=15, lr=0.05, bias_lr=1e-3,
+                                  teacher=_Spied(teacher, seen), mixup=0.4)
+    finally:
+        teacher.close()
+    blends = np.concatenate(seen)
+    assert len(blends) == 15 * 72  # 3 of 4 sources train, every image of every step blended and labelled online
+    distance = np.abs(blends[:, None] - x[None]).reshape(len(blends), len(x), -1).max(-1).min(1)
+    assert np.mean(distance > 1e-3) > 0.9  # blends, not the training images themselves
+    assert result.kept and result.loss_after < 0.8 * result.loss_before
+    weights = {k: emit.IntWeight(ints, scales) for k, (ints, scales) in result.weights.items()}
+    patched = tmp_path / "mixed.onnx"
+    emit.patch_weights(qdq, patched, weights, result.biases)
+    reference = run(src, fresh)
+    error = lambda y: float(((y - reference) ** 2).mean())  # noqa: E731
+    assert error(run(patched, fresh)) < 0.8 * error(run(qdq, fresh))
+
+
+class _Spied:
+    """A Teacher whose inputs are recorded."""
+
+    def __init__(self, teacher: finetune.Teacher, seen: list[np.ndarray]) -> None:
+        self.teacher, self.seen, self.names = teacher, seen, teacher.names
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        self.seen.append(batch.copy())
+        return self.teacher(batch)
 
 
 def test_learned_activation_scales_map_back_to_ranges_onnxruntime_turns_into_the_same_scale(tmp_path: Path) -> None:
@@ -144,6 +184,10 @@ def test_qat_start_choices_are_checked() -> None:
     assert settings.lr == 1e-4 and settings.step_lr == 3e-3 and settings.feature_weight == 0.0
     with pytest.raises(UserInputError, match="--qat-features"):
         QuantConfig(mode="qat", qat_features=-1)
+    assert settings.mixup == 0.0 and QuantConfig(mode="qat", qat_mixup=0.4).qat().mixup == 0.4
+    with pytest.raises(UserInputError, match="--qat-mixup -1.0 must be between 0 .* and 10") as info:
+        QuantConfig(mode="qat", qat_mixup=-1.0)
+    assert "\n" not in str(info.value)
 
 
 def test_label_free_qat_starts_from_the_ptq_model_by_default(tmp_path: Path) -> None:

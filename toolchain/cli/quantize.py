@@ -85,6 +85,10 @@ def quantize_cmd(
                                        help="QAT from PTQ: also match every quantized activation to its fp32 "
                                             "value, with this weight beside the logits (e.g. 1; more targets per "
                                             "image). 0: logits only."),
+    qat_mixup: float = typer.Option(0.0, "--qat-mixup",
+                                    help="QAT from PTQ: blend each training image with another (weight ~ "
+                                         "Beta(A, A), e.g. 0.4) and learn fp32's logits of the blend: new inputs "
+                                         "every step when there are few photos. 0: clean images only."),
     epochs: int = typer.Option(3, "--epochs", help="QAT fine-tuning epochs."),
     lr: float = typer.Option(None, "--lr", help="QAT learning rate [default: 1e-4 (observers); 3e-3 weight "
                                                 "quantization steps (--qat-start ptq)]."),
@@ -111,7 +115,8 @@ def quantize_cmd(
         percentile=percentile, max_drop=max_drop, min_agreement=min_agreement,
         eval_samples=eval_samples, target=target, reduce_range=reduce_range, per_channel=per_channel, preset=preset,
         nodes_to_exclude=parse_list(exclude), fallback=fallback, max_float_nodes=max_float_nodes, epochs=epochs,
-        lr=lr, qat_start=qat_start, qat_features=qat_features, augment=augment, threads=threads, speed=speed,
+        lr=lr, qat_start=qat_start, qat_features=qat_features, qat_mixup=qat_mixup,
+        augment=augment, threads=threads, speed=speed,
         out=out, overwrite=overwrite,
     )
     if nproc is not None and nproc > 1 and config.mode != "qat":

@@ -33,6 +33,7 @@ PTQ_QAT_LR = 3e-3  # QAT from PTQ: Adam step of a weight in units of its own qua
 # Lite0's 11 calibration photos it lowered the held-out MSE (0.00470 -> 0.00406, logits only 0.00450) but
 # the 300 judging crops moved within noise (all-INT8 0.947 / 24.6 dB, logits only 0.950 / 24.4 dB).
 QAT_FEATURES = 0.0
+QAT_MIXUP = 0.0  # QAT from PTQ: Beta(a, a) mixup of two training images, labelled by fp32 online (0: off)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class QatSettings:
     start: str = "auto"
     step_lr: float = PTQ_QAT_LR
     feature_weight: float = QAT_FEATURES
+    mixup: float = QAT_MIXUP
 
     def may_start_from_ptq(self, engine: str) -> bool:
         """Whether some data could make QAT start from PTQ (before the data is resolved)."""
@@ -143,6 +145,7 @@ class QuantConfig:
     epochs: int = 3  # qat
     lr: float | None = None  # qat: None: 1e-4 with torchao observers, 3e-3 weight steps from PTQ
     qat_features: float = QAT_FEATURES  # qat from ptq: also match every quantized activation to fp32 (0: off)
+    qat_mixup: float = QAT_MIXUP  # qat from ptq: Beta(a, a) mixup of training images, labelled by fp32 (0: off)
     qat_start: str = "auto"  # qat: ptq (fine-tune vtool's INT8 model by distillation), observers (torchao), auto
     freeze_bn_after: float = 0.5  # qat: fraction of epochs after which BatchNorm statistics are frozen
     augment: bool = False  # qat: train-time augmentation (off: fine-tune on the clean images, least drift)
@@ -171,6 +174,9 @@ class QuantConfig:
         if not 0 <= self.qat_features <= 100:
             raise UserInputError(f"--qat-features {self.qat_features} must be between 0 (match the logits only) "
                                  "and 100.")
+        if not 0 <= self.qat_mixup <= 10:
+            raise UserInputError(f"--qat-mixup {self.qat_mixup} must be between 0 (clean images only) and 10 "
+                                 "(the Beta(a, a) parameter of the blend weight; e.g. 0.4).")
         check_choice("op preset", self.preset, PRESETS)
         check_choice("target", self.target, TARGETS)
         for name in ("activation_type", "weight_type"):
@@ -236,7 +242,7 @@ class QuantConfig:
     def qat(self) -> QatSettings:
         return QatSettings(self.epochs, OBSERVER_QAT_LR if self.lr is None else self.lr, self.freeze_bn_after,
                            self.augment, self.distill, self.qat_start, PTQ_QAT_LR if self.lr is None else self.lr,
-                           self.qat_features)
+                           self.qat_features, self.qat_mixup)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -31,26 +31,30 @@ log = logging.getLogger(__name__)
 HOLDOUT_EVERY = 4  # every 4th source image (all its crops) judges the epochs
 BIAS_LR = 1e-4  # Adam step of a bias (absolute): 1e-3 over-fitted the 11 calibration photos of Lite0
 RANGE_LR = 1e-3  # Adam step of log(activation scale)
-FEATURE_WEIGHT = 1.0  # normalized activation MSE against normalized logit MSE, when a FeatureTeacher is given
+FEATURE_WEIGHT = 1.0  # normalized activation MSE against normalized logit MSE, when the Teacher names activations
 FIDELITY_IMAGES = 32  # images on which the torch copy is checked against ONNX Runtime
 PROGRESS_EVERY_S = 30.0  # an epoch on EfficientNet-Lite0 takes about 2 min on 2 cores
 
 
-class FeatureTeacher:
-    """The fp32 graph's activations on demand (one ONNX Runtime session with the named tensors exposed)."""
+class Teacher:
+    """The fp32 graph on any batch (one ONNX Runtime session): its logits and, when named, its activations.
 
-    def __init__(self, fp32: Path, images: np.ndarray, spec: Any, names: list[str], threads: int | None) -> None:
+    Online, not precomputed, because mixed images (`mixup`) exist only inside a training step.
+    """
+
+    def __init__(self, fp32: Path, spec: Any, names: list[str], threads: int | None) -> None:
         import onnx
 
         from toolchain.runners import get_runner
 
         produced = {out for node in onnx.load(str(fp32)).graph.node for out in node.output}
         self.names = [name for name in names if name in produced]
-        self.images = images
         self.runner = get_runner("onnxruntime", fp32, spec=spec, threads=threads, expose_outputs=self.names)
+        self.logits_name = self.runner.output_names[0]
 
-    def __call__(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        return self.runner.run_outputs(self.images[idx], self.names)
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        outputs = self.runner.run_outputs(x, list(dict.fromkeys([self.logits_name, *self.names])))
+        return outputs[self.logits_name], {name: outputs[name] for name in self.names}  # logits may be named too
 
     def close(self) -> None:
         self.runner.close()
@@ -74,8 +78,8 @@ class FinetuneResult:
 def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, images: np.ndarray, weight_qmax: int,
             epochs: int, lr: float, batch_size: int = 16, seed: int = 0,
             bias_lr: float = BIAS_LR, range_lr: float | None = RANGE_LR,
-            sources: np.ndarray | None = None, features: FeatureTeacher | None = None,
-            feature_weight: float = FEATURE_WEIGHT) -> FinetuneResult:
+            sources: np.ndarray | None = None, teacher: Teacher | None = None,
+            feature_weight: float = FEATURE_WEIGHT, mixup: float = 0.0) -> FinetuneResult:
     """Fine-tune the QDQ model at `qdq` towards `teacher_logits` (fp32) on `images`.
 
     `student_logits`: ONNX Runtime's logits of the QDQ file on the first images (checks the torch copy).
@@ -83,13 +87,19 @@ def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, i
     `range_lr`: activation scales learn too (Adam step on their logarithm); None keeps the PTQ's ranges.
     `sources`: the source image of each image (crops, mirrors): whole sources are held out, as the judging
     images are other photos, not other crops of the same ones (default: each image its own source).
-    `features`: the fp32 graph's activations of `images`; when given, every quantized activation is also
-    matched to its fp32 value (normalized MSE, times `feature_weight`): more targets per image than the
-    logits alone, which is what a few calibration photos lack.
+    `teacher`: the fp32 graph, run online; every activation it names is also matched to its fp32 value
+    (normalized MSE, times `feature_weight`): more targets per image than the logits alone, which is what
+    a few calibration photos lack.
+    `mixup`: every training image is blended with another training image, weight ~ Beta(mixup, mixup),
+    and the teacher labels the blend (needs `teacher`): new inputs at every step instead of the same few
+    photos each epoch. The held-out loss stays on the clean held-out images.
     """
     import torch
 
+    if mixup > 0 and teacher is None:
+        raise UserInputError("mixup distillation needs the fp32 teacher to label the blended images.")
     torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     net = qdq_module(qdq, weight_qmax, learn_ranges=range_lr is not None)
     x_all = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     y_all = torch.from_numpy(np.ascontiguousarray(teacher_logits, dtype=np.float32))
@@ -110,17 +120,25 @@ def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, i
     def held_loss() -> float:
         return float(torch.nn.functional.mse_loss(predict(held_idx), y_all[held_idx]))
 
-    taps = [name for name in net.activation_names() if name in features.names] if features is not None else []
+    taps = ([name for name in net.activation_names() if name in teacher.names]
+            if teacher is not None and feature_weight > 0 else [])
     y_scale = float((y_all ** 2).mean()) + 1e-12
 
     def loss_of(idx: np.ndarray) -> Any:
-        """MSE to the fp32 logits; with features, normalized so the two terms weigh alike on any model."""
+        """MSE to the fp32 logits; with activations, normalized so the two terms weigh alike on any model."""
+        x, y = x_all[idx], y_all[idx]
+        if mixup > 0:
+            share = torch.from_numpy(rng.beta(mixup, mixup, len(idx)).astype(np.float32)).view(-1, 1, 1, 1)
+            x = share * x + (1 - share) * x_all[rng.choice(train_idx, len(idx))]
+        targets: dict[str, np.ndarray] = {}
+        if mixup > 0 or taps:
+            teacher_logits, targets = teacher(x.numpy())
+            y = torch.from_numpy(teacher_logits) if mixup > 0 else y
         net.taps, net.tapped = set(taps), {}
-        logits = torch.nn.functional.mse_loss(net(x_all[idx]), y_all[idx])
+        logits = torch.nn.functional.mse_loss(net(x), y)
         net.taps = set()
         if not taps:
             return logits, logits
-        targets = features(idx)
         matched = sum(torch.nn.functional.mse_loss(net.tapped[name], torch.from_numpy(targets[name]))
                       / (float(np.mean(targets[name] ** 2)) + 1e-12) for name in taps) / len(taps)
         return logits / y_scale + feature_weight * matched, logits

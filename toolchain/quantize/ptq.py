@@ -253,22 +253,22 @@ class StaticPtq:
         sources = np.tile(self.data.source_ids(len(images)), 2)
         images = np.concatenate([images, images[..., ::-1]])  # mirrored copies: fp32 labels them too
         qdq = self.build([], "qat-start")
-        teacher = run_model(self.prepared, images, "onnxruntime", spec=self.spec, threads=self.threads)
+        teacher_logits = run_model(self.prepared, images, "onnxruntime", spec=self.spec, threads=self.threads)
         student = run_model(qdq, images[:finetune.FIDELITY_IMAGES], "onnxruntime", spec=self.spec,
                             threads=self.threads)
         log.info("QAT from PTQ: distilling fp32 logits into the INT8 model on %d images (%d mirrored), %d epochs",
                  len(images), len(images) // 2, settings.epochs)
-        features = None
-        if settings.feature_weight > 0:
-            features = finetune.FeatureTeacher(self.prepared, images, self.spec,
-                                               qdqtorch.quantized_activations(onnx.load(str(qdq))), self.threads)
+        teacher = None
+        if settings.feature_weight > 0 or settings.mixup > 0:
+            names = qdqtorch.quantized_activations(onnx.load(str(qdq))) if settings.feature_weight > 0 else []
+            teacher = finetune.Teacher(self.prepared, self.spec, names, self.threads)
         try:
-            result = finetune.distill(qdq, teacher, student, images, self.ints.weight_qmax, settings.epochs,
-                                      settings.step_lr, seed=self.calib.seed, sources=sources, features=features,
-                                      feature_weight=settings.feature_weight)
+            result = finetune.distill(qdq, teacher_logits, student, images, self.ints.weight_qmax, settings.epochs,
+                                      settings.step_lr, seed=self.calib.seed, sources=sources, teacher=teacher,
+                                      feature_weight=settings.feature_weight, mixup=settings.mixup)
         finally:
-            if features is not None:
-                features.close()
+            if teacher is not None:
+                teacher.close()
         if result.kept:
             for key, (ints, scales) in result.weights.items():
                 self.weights[key] = emit.IntWeight(ints, scales)
@@ -286,7 +286,9 @@ class StaticPtq:
                 "optimizer": "Adam + cosine",
                 "loss": "distillation: MSE to the fp32 logits" + (
                     f" + {settings.feature_weight:g} x normalized MSE of every quantized activation to its fp32 value"
-                    if settings.feature_weight > 0 else ""),
+                    if settings.feature_weight > 0 else "") + (
+                    f", on mixup blends of two training images (Beta({settings.mixup:g}), labelled by fp32 online)"
+                    if settings.mixup > 0 else ""),
                 "start": "vtool PTQ (all-INT8)", "images": len(images), "source_images": len(np.unique(sources)),
                 "held_out": f"every {finetune.HOLDOUT_EVERY}th source image, all its crops",
                 "history": result.history, "kept": result.kept, "best_epoch": result.best_epoch}
