@@ -111,6 +111,31 @@ def residual_net(seed: int = 0, channels: int = 6) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model)
 
 
+def separable_net(seed: int = 0, channels: int = 8) -> onnx.ModelProto:
+    """conv0 3x3 -> relu -> depthwise 3x3 (group = channels) -> relu -> 1x1 -> relu -> head: a MobileNet block."""
+    rng = np.random.default_rng(seed)
+    inits = [_init("w0", rng.normal(0, 0.5, (channels, 3, 3, 3))), _init("b0", rng.normal(0, 0.1, channels)),
+             _init("wdw", rng.normal(0, 0.5, (channels, 1, 3, 3))), _init("bdw", rng.normal(0, 0.1, channels)),
+             _init("wpw", rng.normal(0, 0.3, (channels, channels, 1, 1))), _init("bpw", rng.normal(0, 0.1, channels)),
+             _init("w3", rng.normal(0, 0.3, (10, channels))), _init("b3", np.zeros(10))]
+    nodes = [helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["a0"], name="act0"),
+             helper.make_node("Conv", ["a0", "wdw", "bdw"], ["cdw"], name="conv_dw", pads=[1, 1, 1, 1],
+                              group=channels),
+             helper.make_node("Relu", ["cdw"], ["adw"], name="act_dw"),
+             helper.make_node("Conv", ["adw", "wpw", "bpw"], ["cpw"], name="conv_pw"),
+             helper.make_node("Relu", ["cpw"], ["apw"], name="act_pw"),
+             helper.make_node("GlobalAveragePool", ["apw"], ["gap"], name="gap"),
+             helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+             helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "separable", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                                   ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
 # 7-bit weights (reduce_range), as vtool's AVX2 target uses: without VNNI, ONNX Runtime's u8*s8 kernel sums pairs
 # into saturating int16 and 8-bit weights can overflow, so tests that compare with ORT's output would depend on the CPU.
 WEIGHT_QMAX = 64

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolchain.compare import Thresholds
 from toolchain.errors import UserInputError, check_choice, renamed_field
-from toolchain.quantize.hardware import TARGETS, HardwareProfile, hardware_profile
+from toolchain.quantize.hardware import TARGETS, X86_TARGETS, HardwareProfile, hardware_profile
+
+if TYPE_CHECKING:
+    from toolchain.quantize.graph import Layer
 
 MODES = ("ptq", "qat", "dynamic", "fp16")
 # the quantization toolkit (bench/parity --backend picks a runner); xnnpack: INT8 .pte (pip install 'vtool[edge]')
@@ -56,11 +59,23 @@ class IntSettings:
     reduce_range: bool
     activation_type: str
     weight_type: str
+    x86_depthwise: bool = False  # the target runs ONNX Runtime's x86 depthwise kernels (no int16 saturation)
 
     @property
     def weight_qmax(self) -> int:
         """Largest weight magnitude: 127, or 64 with reduce_range (2 * 255 * 64 < 2^15: no int16 overflow)."""
         return 64 if self.reduce_range else 127
+
+    def qmax_for(self, layer: Layer) -> int:
+        """The weight range of one layer: depthwise convs keep 8 bits on x86 even under reduce_range.
+
+        Why: only ONNX Runtime's GEMM kernels sum u8*s8 pairs into saturating int16 (vpmaddubsw); its depthwise
+        kernels (MLAS qdwconv / ConvSymDepthwise) widen both to int16 and multiply with vpmaddwd into int32.
+        Measured under `qemu-x86_64 -cpu Haswell` (AVX2, no VNNI; tests/quantize/test_avx2_kernels.py): with
+        every weight near 127 and every input at 255, a 1x1 Conv lost 47% of its output, 3x3 and 5x5 depthwise
+        convs were exact.
+        """
+        return 127 if self.x86_depthwise and layer.channelwise else self.weight_qmax
 
 
 @dataclass(frozen=True)
@@ -220,6 +235,7 @@ class QuantConfig:
             reduce_range=hardware.reduce_range if self.reduce_range is None else self.reduce_range,
             activation_type=self.activation_type or hardware.activation_type,
             weight_type=self.weight_type or hardware.weight_type,
+            x86_depthwise=hardware.target in X86_TARGETS,
         )
 
     def resolved(self, hardware: HardwareProfile) -> dict[str, Any]:

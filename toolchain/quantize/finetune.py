@@ -75,8 +75,8 @@ class FinetuneResult:
     fidelity_db: float = 0.0  # torch module vs ONNX Runtime on the QDQ file, before training
 
 
-def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, images: np.ndarray, weight_qmax: int,
-            epochs: int, lr: float, batch_size: int = 16, seed: int = 0,
+def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, images: np.ndarray,
+            weight_qmax: int | dict[str, int], epochs: int, lr: float, batch_size: int = 16, seed: int = 0,
             bias_lr: float = BIAS_LR, range_lr: float | None = RANGE_LR,
             sources: np.ndarray | None = None, teacher: Teacher | None = None,
             feature_weight: float = FEATURE_WEIGHT, mixup: float = 0.0) -> FinetuneResult:

@@ -38,10 +38,17 @@ class Layer:
     kernel: tuple[int, ...] = (1, 1)
     trans_b: bool = False
     macs: int = 0
+    weight_shape: tuple[int, ...] = ()
 
     @property
     def depthwise(self) -> bool:
         return self.op == "Conv" and self.group > 1
+
+    @property
+    def channelwise(self) -> bool:
+        """One input and one output channel per group: what ONNX Runtime runs on its depthwise kernels."""
+        return self.depthwise and len(self.weight_shape) == 4 and self.weight_shape[0] == self.group \
+            and self.weight_shape[1] == 1
 
 
 def node_attrs(node: Any) -> dict[str, Any]:
@@ -144,7 +151,7 @@ class OnnxGraph:
             if weight.ndim != 2:
                 return None
             layer = Layer(node.name, "MatMul", node.input[0], node.output[0], node.input[1], None)
-        return Layer(**{**layer.__dict__, "macs": self._macs(layer, weight)})
+        return Layer(**{**layer.__dict__, "macs": self._macs(layer, weight), "weight_shape": tuple(weight.shape)})
 
     def _macs(self, layer: Layer, weight: np.ndarray) -> int:
         """Multiply-accumulates per image (0 when the output shape is unknown)."""

@@ -187,11 +187,15 @@ class StaticPtq:
                            for name, hist in stats.histograms.items()}
         self._record(f"activation-ranges:{method}", True, f"{len(self.ranges)} tensors, uint8 per tensor", started)
 
+    def weight_qmax(self) -> dict[str, int]:
+        """Each layer's largest weight integer, keyed by its fp32 weight name (IntSettings.qmax_for)."""
+        return {layer.weight: self.ints.qmax_for(layer) for layer in self.layers()}
+
     def _round_weights(self, layers: list[Layer], stats: capture.Calibration) -> None:
         started = time.perf_counter()
-        qmax = self.ints.weight_qmax
         use_gptq = self.steps.reconstruction == "gptq" and stats.recon_images > 0
         for layer in layers:
+            qmax = self.ints.qmax_for(layer)
             weight = self.graph.array(layer.weight)
             matrix = weight_matrix(layer, weight).astype(np.float64)
             scales = gptq.symmetric_scales(matrix, qmax)
@@ -203,7 +207,9 @@ class StaticPtq:
                 ints = gptq.round_to_nearest(matrix, scales, qmax)
             self.weights[layer.weight] = emit.IntWeight(from_matrix(layer, ints, weight.shape), scales)
         name = "weights:gptq" if use_gptq else "weights:round-to-nearest"
-        note = (f"per-channel symmetric, |q| <= {qmax}"
+        wide = sum(self.ints.qmax_for(layer) != self.ints.weight_qmax for layer in layers)
+        note = (f"per-channel symmetric, |q| <= {self.ints.weight_qmax}"
+                + (f" ({wide} depthwise layers |q| <= 127: x86 depthwise kernels do not saturate)" if wide else "")
                 + (f", layer-wise reconstruction on {stats.recon_images} images" if use_gptq else ""))
         figures = {}
         if self.layer_errors:
@@ -232,7 +238,7 @@ class StaticPtq:
                  len(layers), images)
         qdq = self.build([], "refit")
         results = refine.refit_sequential(self.graph, self.prepared, qdq, self.spec, layers,
-                                          self.data.calibration, images, self.ints.weight_qmax,
+                                          self.data.calibration, images, self.weight_qmax(),
                                           self.weights, self.refined_biases, self.threads, self.calib.seed)
         kept = [r for r in results if r.kept]
         gain = [r.error_before / max(r.error_after, 1e-30) for r in kept]
@@ -263,7 +269,7 @@ class StaticPtq:
             names = qdqtorch.quantized_activations(onnx.load(str(qdq))) if settings.feature_weight > 0 else []
             teacher = finetune.Teacher(self.prepared, self.spec, names, self.threads)
         try:
-            result = finetune.distill(qdq, teacher_logits, student, images, self.ints.weight_qmax, settings.epochs,
+            result = finetune.distill(qdq, teacher_logits, student, images, self.weight_qmax(), settings.epochs,
                                       settings.step_lr, seed=self.calib.seed, sources=sources, teacher=teacher,
                                       feature_weight=settings.feature_weight, mixup=settings.mixup)
         finally:
@@ -335,4 +341,6 @@ class StaticPtq:
                 "layers": len(self.layers()), "calibration_set": self.calibration_info,
                 "int": {"per_channel": self.ints.per_channel, "reduce_range": self.ints.reduce_range,
                         "activation_type": self.ints.activation_type, "weight_type": self.ints.weight_type,
-                        "weight_qmax": self.ints.weight_qmax}}
+                        "weight_qmax": self.ints.weight_qmax,
+                        "depthwise_weight_qmax": max([self.ints.qmax_for(layer) for layer in self.layers()
+                                                      if layer.channelwise], default=None)}}

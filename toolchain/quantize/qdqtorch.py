@@ -57,9 +57,10 @@ def quantized_activations(model: Any) -> list[str]:
             if n.op_type == "QuantizeLinear" and sizes.get(n.input[1]) == 1]
 
 
-def qdq_module(path: Path, weight_qmax: int, learn_ranges: bool = False) -> Any:
+def qdq_module(path: Path, weight_qmax: int | dict[str, int], learn_ranges: bool = False) -> Any:
     """The QDQ model at `path` as a torch.nn.Module (the class is defined here: torch loads only when QAT runs).
 
+    `weight_qmax`: the largest weight integer, one for all or one per fp32 weight name (others: the smallest).
     `learn_ranges`: activation scales become parameters too (LSQ, Esser et al. 2020; zero points stay).
     """
     import onnx
@@ -105,7 +106,8 @@ def qdq_module(path: Path, weight_qmax: int, learn_ranges: bool = False) -> Any:
             self.output_name = graph.output[0].name
             self.nodes = list(graph.node)
             self.attrs = [node_attrs(n) for n in self.nodes]
-            self.qmax = weight_qmax
+            self.qmax = weight_qmax if isinstance(weight_qmax, int) else min(weight_qmax.values(), default=127)
+            self.qmax_of: dict[str, int] = {}  # per weight (safe key) where weight_qmax names it
             self.taps: set[str] = set()  # fp32 activation names whose fake-quantized values forward() keeps
             self.tapped: dict[str, torch.Tensor] = {}
             for node in self.nodes:
@@ -141,6 +143,8 @@ def qdq_module(path: Path, weight_qmax: int, learn_ranges: bool = False) -> Any:
             if role == "w":  # in units of its quantization step: one learning rate suits every layer
                 self.weights[safe] = torch.nn.Parameter(torch.from_numpy(ints.astype(np.float32)))
                 self.weight_scales[safe] = torch.from_numpy(np.reshape(scale, shape).astype(np.float32))
+                if isinstance(weight_qmax, dict) and key in weight_qmax:
+                    self.qmax_of[safe] = weight_qmax[key]
             elif role == "b":
                 self.biases[safe] = torch.nn.Parameter(torch.from_numpy(value))
             else:
@@ -151,7 +155,8 @@ def qdq_module(path: Path, weight_qmax: int, learn_ranges: bool = False) -> Any:
             """Round-to-integer with a straight-through gradient, clamped to +-qmax, times the PTQ's scales."""
             steps = self.weights[safe]
             ints = steps + (torch.round(steps) - steps).detach()
-            return ints.clamp(-self.qmax, self.qmax) * self.weight_scales[safe]
+            qmax = self.qmax_of.get(safe, self.qmax)
+            return ints.clamp(-qmax, qmax) * self.weight_scales[safe]
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             values: dict[str, torch.Tensor] = {self.input_name: x}
@@ -196,7 +201,8 @@ def qdq_module(path: Path, weight_qmax: int, learn_ranges: bool = False) -> Any:
             result = {}
             with torch.no_grad():
                 for safe, steps in self.weights.items():
-                    ints = torch.clamp(torch.round(steps), -self.qmax, self.qmax).numpy().astype(np.int8)
+                    qmax = self.qmax_of.get(safe, self.qmax)
+                    ints = torch.clamp(torch.round(steps), -qmax, qmax).numpy().astype(np.int8)
                     result[safe.replace("__", ".")] = (ints, self.weight_scales[safe].numpy().reshape(-1))
             return result
 

@@ -141,14 +141,15 @@ class Refit:
 
 
 def refit_sequential(graph: OnnxGraph, fp32: Path, qdq: Path, spec: ModelSpec, layers: list[Layer],
-                     batches: Callable[[], Iterable[np.ndarray]], images: int, qmax: int,
+                     batches: Callable[[], Iterable[np.ndarray]], images: int, qmax: int | dict[str, int],
                      weights: dict[str, emit.IntWeight], biases: dict[str, np.ndarray], threads: int | None = None,
                      seed: int = 0) -> list[Refit]:
     """Refit `layers` one at a time in graph order, each on the INT8 model with the layers before it refit.
 
     Half of the `images` (alternate chunks) fit, the other half judge: a refit is kept only when it lowers
     the layer's output error on the judging half. `weights`/`biases` (keyed by the fp32 initializer names)
-    and the QDQ file `qdq` are updated in place with what is kept.
+    and the QDQ file `qdq` are updated in place with what is kept. `qmax`: the largest weight integer, one
+    for every layer or one per fp32 weight name.
     """
     from toolchain.runners import get_runner
 
@@ -184,7 +185,8 @@ def refit_sequential(graph: OnnxGraph, fp32: Path, qdq: Path, spec: ModelSpec, l
             current = weights[layer.weight]
             current_deq = weight_matrix(layer, current.values.astype(np.float64)) * current.scales[:, None]
             before = held.error(matrix, original_bias, current_deq, bias)
-            ints, scales, new_bias = fit.solve(matrix, original_bias, qmax)
+            ints, scales, new_bias = fit.solve(matrix, original_bias,
+                                               qmax if isinstance(qmax, int) else qmax[layer.weight])
             after = held.error(matrix, original_bias, ints * scales[:, None], new_bias)
             kept = after < before
             results.append(Refit(layer.name, kept, before, after, fit.count / (matrix.shape[1] + fit.augment)))

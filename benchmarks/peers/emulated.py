@@ -1,0 +1,140 @@
+"""ONNX Runtime on an emulated AVX2 CPU (qemu-x86_64 -cpu Haswell-v4): its AVX2 kernels, whatever this CPU has.
+
+Why: on a VNNI or AMX CPU the runtimes never dispatch their AVX2 INT8 kernels, whose u8*s8 pairs sum into
+saturating int16 (vpmaddubsw), so the accuracy a model keeps on an AVX2-only CPU cannot be measured natively.
+qemu-user reports a Haswell CPU to the runtimes' CPU detection and runs the same kernels (slowly: accuracy
+only, never speed). This module runs inside the emulator; `emulated_logits` and `probe` start it.
+
+    python -m benchmarks.peers.emulated logits MODEL.onnx X.npy OUT.npy   # logits of a model, batches of 16
+    python -m benchmarks.peers.emulated probe RUNTIME GROUP KERNEL QMAX ...  # worst-case Conv errors (JSON)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+CPU = "Haswell-v4"  # AVX2 + FMA, no AVX-512, no VNNI
+CHANNELS, SIDE = 64, 8
+
+
+def _qemu() -> list[str]:
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        raise RuntimeError("AVX2 emulation needs qemu-x86_64 (Debian/Ubuntu: apt-get install qemu-user)")
+    return [qemu, "-cpu", CPU, sys.executable, "-m", "benchmarks.peers.emulated"]
+
+
+def _run(args: list[str], timeout: float) -> str:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(_qemu() + args, capture_output=True, text=True, timeout=timeout, cwd=root)
+    if done.returncode != 0:
+        raise RuntimeError(f"emulated run failed: {done.stderr.strip().splitlines()[-1:]}")
+    return done.stdout
+
+
+def emulated_logits(model: Path, x: np.ndarray, timeout: float = 7200) -> np.ndarray:
+    """Logits of the ONNX file `model` on `x`, computed by ONNX Runtime under the emulated AVX2 CPU."""
+    with tempfile.TemporaryDirectory(prefix="vtool-avx2-") as tmp:
+        inputs, outputs = Path(tmp) / "x.npy", Path(tmp) / "logits.npy"
+        np.save(inputs, np.ascontiguousarray(x, dtype=np.float32))
+        _run(["logits", str(Path(model).resolve()), str(inputs), str(outputs)], timeout)
+        return np.load(outputs)
+
+
+def probe(runtime: str, cases: list[tuple[int, int, int]], timeout: float = 600) -> list[float]:
+    """Relative max error of worst-case INT8 Convs (group, kernel, weight qmax) on the emulated AVX2 CPU."""
+    args = [str(v) for case in cases for v in case]
+    return json.loads(_run(["probe", runtime, *args], timeout).strip().splitlines()[-1])
+
+
+def qdq_conv(group: int, kernel: int, qmax: int) -> tuple[object, np.ndarray, float]:
+    """uint8 input -> Conv with int8 per-channel weights -> uint8 output, every weight at qmax or qmax - 5."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.full((CHANNELS, CHANNELS // group, kernel, kernel), qmax, np.int8)
+    weights[:, :, ::2] = qmax - 5
+    out_scale = CHANNELS // group * kernel * kernel * 255 * qmax / 250.0  # the exact output fits uint8
+    consts = {"w_q": weights, "w_s": np.ones(CHANNELS, np.float32), "w_zp": np.zeros(CHANNELS, np.int8),
+              "x_s": np.array(1.0, np.float32), "x_zp": np.array(0, np.uint8),
+              "y_s": np.array(out_scale, np.float32), "y_zp": np.array(0, np.uint8)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_s", "x_zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "x_s", "x_zp"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_zp"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["y"], group=group, pads=[kernel // 2] * 4),
+             helper.make_node("QuantizeLinear", ["y", "y_s", "y_zp"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "y_s", "y_zp"], ["out"])]
+    shape = [1, CHANNELS, SIDE, SIDE]
+    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, shape)],
+                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, weights.astype(np.int64), out_scale
+
+
+def _exact(x: np.ndarray, weights: np.ndarray, group: int, out_scale: float) -> np.ndarray:
+    """The integer Conv (1x1 dense or depthwise, 'same' padding) in int64, requantized like the graph."""
+    k = weights.shape[-1]
+    padded = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+    y = np.zeros(x.shape, np.int64)
+    for i in range(k):
+        for j in range(k):
+            window = padded[:, :, i:i + SIDE, j:j + SIDE]
+            if group == 1:
+                y += np.einsum("nchw,oc->nohw", window, weights[:, :, i, j])
+            else:
+                y += window * weights[None, :, 0, i, j, None, None]
+    return np.clip(np.round(y / out_scale), 0, 255) * out_scale
+
+
+def _session(runtime: str, model: object) -> object:
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {"x": x})[0]
+    import onnx
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "probe.onnx"
+        onnx.save(model, str(path))
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    return lambda x: compiled({"x": x})[compiled.outputs[0]]
+
+
+def _probe_main(runtime: str, values: list[int]) -> None:
+    x = np.full((1, CHANNELS, SIDE, SIDE), 255, np.float32)
+    errors = []
+    for group, kernel, qmax in zip(values[::3], values[1::3], values[2::3], strict=True):
+        model, weights, out_scale = qdq_conv(group, kernel, qmax)
+        want = _exact(x, weights, group, out_scale)
+        errors.append(float(np.abs(_session(runtime, model)(x) - want).max() / np.abs(want).max()))
+    print(json.dumps(errors))
+
+
+def _logits_main(model: str, inputs: str, outputs: str) -> None:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x = np.load(inputs)
+    np.save(outputs, np.concatenate([session.run(None, {name: x[i:i + 16]})[0] for i in range(0, len(x), 16)]))
+
+
+if __name__ == "__main__":
+    command, rest = sys.argv[1], sys.argv[2:]
+    if command == "probe":
+        _probe_main(rest[0], [int(v) for v in rest[1:]])
+    else:
+        _logits_main(*rest)
