@@ -6,7 +6,7 @@ qemu-user reports a Haswell CPU to the runtimes' CPU detection and runs the same
 only, never speed). This module runs inside the emulator; `emulated_logits` and `probe` start it.
 
     python -m benchmarks.peers.emulated logits MODEL.onnx X.npy OUT.npy   # logits of a model, batches of 16
-    python -m benchmarks.peers.emulated probe RUNTIME GROUP KERNEL QMAX ...  # worst-case Conv errors (JSON)
+    python -m benchmarks.peers.emulated probe RUNTIME CASES.json  # worst-case layer errors (probe_model)
 """
 
 from __future__ import annotations
@@ -48,39 +48,70 @@ def emulated_logits(model: Path, x: np.ndarray, timeout: float = 7200) -> np.nda
         return np.load(outputs)
 
 
-def probe(runtime: str, cases: list[tuple[int, int, int]], timeout: float = 600) -> list[float]:
-    """Relative max error of worst-case INT8 Convs (group, kernel, weight qmax) on the emulated AVX2 CPU."""
-    args = [str(v) for case in cases for v in case]
-    return json.loads(_run(["probe", runtime, *args], timeout).strip().splitlines()[-1])
+def probe(runtime: str, cases: list[dict], timeout: float = 600) -> list[float]:
+    """Relative max error of worst-case INT8 layers on the emulated AVX2 CPU, one per case (see `probe_model`)."""
+    with tempfile.TemporaryDirectory(prefix="vtool-avx2-") as tmp:
+        path = Path(tmp) / "cases.json"
+        path.write_text(json.dumps(cases))
+        return json.loads(_run(["probe", runtime, str(path)], timeout).strip().splitlines()[-1])
 
 
-def qdq_conv(group: int, kernel: int, qmax: int) -> tuple[object, np.ndarray, float]:
-    """uint8 input -> Conv with int8 per-channel weights -> uint8 output, every weight at qmax or qmax - 5."""
+def probe_weights(shape: tuple[int, ...], qmax: int, pattern: str) -> np.ndarray:
+    """Integer weights (O, I, ...) at their worst case for int16 pair sums along the input channels I.
+
+    "flat": every weight qmax or qmax - 5. "pairs": 127 and 1 in the pattern 127, 1, 1, 127, ... so that
+    channels (2i, 2i+1) at one kernel position sum to 128 while every other pairing reaches 254.
+    """
+    if pattern == "flat":
+        weights = np.full(shape, qmax, np.int64)
+        weights[:, ::2] = qmax - 5
+        return weights
+    channel = np.arange(shape[1]) % 4
+    row = np.where((channel == 0) | (channel == 3), 127, 1)
+    return np.broadcast_to(row.reshape(1, -1, *([1] * (len(shape) - 2))), shape).astype(np.int64)
+
+
+def probe_model(case: dict) -> tuple[object, np.ndarray, np.ndarray]:
+    """A QDQ model of one case, its input (every activation at 255) and the exact output.
+
+    case: {"op": "conv"|"gemm", "group": G, "kernel": K, "rows": M (gemm), "qmax": Q, "pattern": "flat"|"pairs"}
+    or, instead of qmax and pattern, "weights": the integers (O, I/G, K, K) or (O, I) as a nested list.
+    uint8 input -> int8 per-channel symmetric weights -> uint8 output whose scale holds the exact result.
+    """
     from onnx import TensorProto, helper, numpy_helper
 
-    weights = np.full((CHANNELS, CHANNELS // group, kernel, kernel), qmax, np.int8)
-    weights[:, :, ::2] = qmax - 5
-    out_scale = CHANNELS // group * kernel * kernel * 255 * qmax / 250.0  # the exact output fits uint8
-    consts = {"w_q": weights, "w_s": np.ones(CHANNELS, np.float32), "w_zp": np.zeros(CHANNELS, np.int8),
-              "x_s": np.array(1.0, np.float32), "x_zp": np.array(0, np.uint8),
+    op, qmax, pattern = case["op"], case.get("qmax", 127), case.get("pattern", "flat")
+    group, kernel = case.get("group", 1), case.get("kernel", 1)
+    shape = (CHANNELS, CHANNELS // group, kernel, kernel) if op == "conv" else (CHANNELS, CHANNELS)
+    weights = (np.asarray(case["weights"], np.int64).reshape(shape) if "weights" in case
+               else probe_weights(shape, qmax, pattern))
+    if op == "conv":
+        x = np.full((1, CHANNELS, SIDE, SIDE), 255, np.float32)
+        want = _exact_conv(x, weights, group)
+        layer = helper.make_node("Conv", ["xd", "wd"], ["y"], group=group, pads=[kernel // 2] * 4)
+    else:
+        x = np.full((case.get("rows", 1), CHANNELS), 255, np.float32)
+        want = x.astype(np.int64) @ weights.T
+        layer = helper.make_node("Gemm", ["xd", "wd"], ["y"], transB=1)
+    out_scale = float(np.abs(want).max()) / 250.0  # the exact output fits uint8
+    consts = {"w_q": weights.astype(np.int8), "w_s": np.ones(CHANNELS, np.float32),
+              "w_zp": np.zeros(CHANNELS, np.int8), "x_s": np.array(1.0, np.float32), "x_zp": np.array(0, np.uint8),
               "y_s": np.array(out_scale, np.float32), "y_zp": np.array(0, np.uint8)}
     nodes = [helper.make_node("QuantizeLinear", ["x", "x_s", "x_zp"], ["xq"]),
              helper.make_node("DequantizeLinear", ["xq", "x_s", "x_zp"], ["xd"]),
-             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_zp"], ["wd"], axis=0),
-             helper.make_node("Conv", ["xd", "wd"], ["y"], group=group, pads=[kernel // 2] * 4),
+             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_zp"], ["wd"], axis=0), layer,
              helper.make_node("QuantizeLinear", ["y", "y_s", "y_zp"], ["yq"]),
              helper.make_node("DequantizeLinear", ["yq", "y_s", "y_zp"], ["out"])]
-    shape = [1, CHANNELS, SIDE, SIDE]
-    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, shape)],
+    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, list(x.shape))],
                               [numpy_helper.from_array(v, k) for k, v in consts.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    return model, weights.astype(np.int64), out_scale
+    return model, x, np.clip(np.round(want / out_scale), 0, 255) * out_scale
 
 
-def _exact(x: np.ndarray, weights: np.ndarray, group: int, out_scale: float) -> np.ndarray:
-    """The integer Conv (1x1 dense or depthwise, 'same' padding) in int64, requantized like the graph."""
+def _exact_conv(x: np.ndarray, weights: np.ndarray, group: int) -> np.ndarray:
+    """The integer Conv (dense or depthwise, 'same' padding) in int64."""
     k = weights.shape[-1]
     padded = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
     y = np.zeros(x.shape, np.int64)
@@ -91,7 +122,7 @@ def _exact(x: np.ndarray, weights: np.ndarray, group: int, out_scale: float) -> 
                 y += np.einsum("nchw,oc->nohw", window, weights[:, :, i, j])
             else:
                 y += window * weights[None, :, 0, i, j, None, None]
-    return np.clip(np.round(y / out_scale), 0, 255) * out_scale
+    return y
 
 
 def _session(runtime: str, model: object) -> object:
@@ -113,12 +144,10 @@ def _session(runtime: str, model: object) -> object:
     return lambda x: compiled({"x": x})[compiled.outputs[0]]
 
 
-def _probe_main(runtime: str, values: list[int]) -> None:
-    x = np.full((1, CHANNELS, SIDE, SIDE), 255, np.float32)
+def _probe_main(runtime: str, cases: list[dict]) -> None:
     errors = []
-    for group, kernel, qmax in zip(values[::3], values[1::3], values[2::3], strict=True):
-        model, weights, out_scale = qdq_conv(group, kernel, qmax)
-        want = _exact(x, weights, group, out_scale)
+    for case in cases:
+        model, x, want = probe_model(case)
         errors.append(float(np.abs(_session(runtime, model)(x) - want).max() / np.abs(want).max()))
     print(json.dumps(errors))
 
@@ -135,6 +164,6 @@ def _logits_main(model: str, inputs: str, outputs: str) -> None:
 if __name__ == "__main__":
     command, rest = sys.argv[1], sys.argv[2:]
     if command == "probe":
-        _probe_main(rest[0], [int(v) for v in rest[1:]])
+        _probe_main(rest[0], json.loads(Path(rest[1]).read_text()))
     else:
         _logits_main(*rest)

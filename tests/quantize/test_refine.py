@@ -55,7 +55,7 @@ def test_a_refit_that_does_not_lower_held_out_error_is_not_kept(tmp_path: Path, 
     original = {k: v.values.copy() for k, v in weights.items()}
     stored = qdq.read_bytes()
 
-    def worse(self, matrix, bias, qmax, ridge=refine.RIDGE):  # a fit that ruins the layer
+    def worse(self, matrix, bias, qmax, ridge=refine.RIDGE, pair_stride=0):  # a fit that ruins the layer
         scales = gptq.symmetric_scales(matrix, qmax)
         return -gptq.round_to_nearest(matrix, scales, qmax), scales, None if bias is None else -bias
 

@@ -9,13 +9,14 @@ A step never sees options that are not its own.
 
 from __future__ import annotations
 
+import math
 from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolchain.compare import Thresholds
 from toolchain.errors import UserInputError, check_choice, renamed_field
-from toolchain.quantize.hardware import TARGETS, X86_TARGETS, HardwareProfile, hardware_profile
+from toolchain.quantize.hardware import TARGETS, HardwareProfile, hardware_profile
 
 if TYPE_CHECKING:
     from toolchain.quantize.graph import Layer
@@ -51,6 +52,24 @@ class CalibrationSettings:
     seed: int
 
 
+PAIR_LIMIT = 128  # 255 * 128 = 32640 < 2^15: an int16 sum of two u8*s8 products cannot saturate
+
+
+@dataclass(frozen=True)
+class WeightRange:
+    """The integers one layer's weights may take: |q| <= qmax, and with `paired` also
+    |q[2i]| + |q[2i+1]| <= PAIR_LIMIT for each pair of input channels at one kernel position."""
+
+    qmax: int
+    paired: bool = False
+
+    def pair_stride(self, layer: Layer) -> int:
+        """Columns between pair partners in graph.weight_matrix (kernel positions per input channel); 0: unpaired."""
+        if not self.paired:
+            return 0
+        return math.prod(layer.kernel) if layer.op == "Conv" else 1
+
+
 @dataclass(frozen=True)
 class IntSettings:
     """Integer formats for the target CPU (after the hardware preset)."""
@@ -59,23 +78,32 @@ class IntSettings:
     reduce_range: bool
     activation_type: str
     weight_type: str
-    x86_depthwise: bool = False  # the target runs ONNX Runtime's x86 depthwise kernels (no int16 saturation)
+    avx2_kernels: bool = False  # the target runs the runtimes' AVX2 INT8 kernels (no VNNI)
 
     @property
     def weight_qmax(self) -> int:
         """Largest weight magnitude: 127, or 64 with reduce_range (2 * 255 * 64 < 2^15: no int16 overflow)."""
         return 64 if self.reduce_range else 127
 
-    def qmax_for(self, layer: Layer) -> int:
-        """The weight range of one layer: depthwise convs keep 8 bits on x86 even under reduce_range.
+    def weight_range(self, layer: Layer) -> WeightRange:
+        """The weight range of one layer: on AVX2, 8 bits even under reduce_range where the kernels allow it.
 
-        Why: only ONNX Runtime's GEMM kernels sum u8*s8 pairs into saturating int16 (vpmaddubsw); its depthwise
-        kernels (MLAS qdwconv / ConvSymDepthwise) widen both to int16 and multiply with vpmaddwd into int32.
-        Measured under `qemu-x86_64 -cpu Haswell` (AVX2, no VNNI; tests/quantize/test_avx2_kernels.py): with
-        every weight near 127 and every input at 255, a 1x1 Conv lost 47% of its output, 3x3 and 5x5 depthwise
-        convs were exact.
+        Why: AVX2 without VNNI sums u8*s8 products of input channels (2i, 2i+1) at one kernel position into a
+        saturating int16 (vpmaddubsw), in GEMM and Conv kernels alike; depthwise kernels widen to int16 and
+        use vpmaddwd. So depthwise convs keep plain 8-bit weights, and Conv (even input channels per kernel
+        position)/Gemm/MatMul keep 8-bit weights whose pairs sum to at most PAIR_LIMIT: twice the resolution
+        of 7-bit weights with no saturation. Measured under `qemu-x86_64 -cpu Haswell-v4` in ONNX Runtime and
+        OpenVINO (tests/quantize/test_avx2_kernels.py): at inputs 255, plain 8-bit weights lose 48% of a 1x1
+        Conv's or a Gemm's output; paired weights, 7-bit weights and 8-bit depthwise weights are exact.
+        Other targets with reduce_range (avx512 without VNNI, generic) keep 7 bits: qemu cannot emulate them.
         """
-        return 127 if self.x86_depthwise and layer.channelwise else self.weight_qmax
+        if not (self.reduce_range and self.avx2_kernels):
+            return WeightRange(self.weight_qmax)
+        if layer.channelwise:
+            return WeightRange(127)
+        pairs_one_position = layer.op != "Conv" or (layer.group == 1 and len(layer.weight_shape) == 4
+                                                    and layer.weight_shape[1] % 2 == 0)
+        return WeightRange(127, paired=True) if pairs_one_position else WeightRange(self.weight_qmax)
 
 
 @dataclass(frozen=True)
@@ -235,7 +263,7 @@ class QuantConfig:
             reduce_range=hardware.reduce_range if self.reduce_range is None else self.reduce_range,
             activation_type=self.activation_type or hardware.activation_type,
             weight_type=self.weight_type or hardware.weight_type,
-            x86_depthwise=hardware.target in X86_TARGETS,
+            avx2_kernels=hardware.target == "avx2",
         )
 
     def resolved(self, hardware: HardwareProfile) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from toolchain.errors import UserInputError
 from toolchain.metrics import sqnr_db
+from toolchain.quantize.config import WeightRange
 from toolchain.quantize.qdqtorch import qdq_module
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class FinetuneResult:
 
 
 def distill(qdq: Path, teacher_logits: np.ndarray, student_logits: np.ndarray, images: np.ndarray,
-            weight_qmax: int | dict[str, int], epochs: int, lr: float, batch_size: int = 16, seed: int = 0,
+            weight_qmax: int | dict[str, WeightRange], epochs: int, lr: float, batch_size: int = 16, seed: int = 0,
             bias_lr: float = BIAS_LR, range_lr: float | None = RANGE_LR,
             sources: np.ndarray | None = None, teacher: Teacher | None = None,
             feature_weight: float = FEATURE_WEIGHT, mixup: float = 0.0) -> FinetuneResult:

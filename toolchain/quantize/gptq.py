@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from toolchain.quantize.config import PAIR_LIMIT
 from toolchain.quantize.graph import Layer
 
 MAX_POSITIONS = 2048  # positions sampled per image batch and layer (enough for fan-ins up to ~1k)
@@ -147,23 +148,61 @@ class LayerStats:
         return (self.mean / max(self.count, 1)).numpy()
 
 
-def symmetric_scales(matrix: np.ndarray, qmax: int) -> np.ndarray:
-    scale = np.abs(matrix).max(axis=1) / qmax
+def symmetric_scales(matrix: np.ndarray, qmax: int, pair_stride: int = 0) -> np.ndarray:
+    """Per-row scales: max |w| / qmax, and for paired weights (pair_clamp) at least the largest pair sum over
+    PAIR_LIMIT, so that rounding never has to cut a pair by more than a step. That scale lies between the
+    8-bit and the 7-bit one (a pair sums to at most twice the largest weight)."""
+    magnitude = np.abs(matrix)
+    scale = magnitude.max(axis=1) / qmax
+    if pair_stride > 0:
+        pairs = _pair_sums(magnitude, pair_stride)
+        if pairs.size:
+            scale = np.maximum(scale, pairs.max(axis=1) / PAIR_LIMIT)
     scale[scale == 0] = 1.0
     return scale
 
 
-def round_to_nearest(matrix: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
-    return np.clip(np.round(matrix / scale[:, None]), -qmax, qmax)
+def _pair_sums(magnitude: np.ndarray, pair_stride: int) -> np.ndarray:
+    """|w[2i]| + |w[2i+1]| for every input-channel pair of each row (columns as in paired_column)."""
+    rows, fan = magnitude.shape
+    channels = fan // pair_stride
+    even = magnitude[:, : channels // 2 * 2 * pair_stride].reshape(rows, channels // 2, 2, pair_stride)
+    return (even[:, :, 0] + even[:, :, 1]).reshape(rows, -1)
+
+
+def round_to_nearest(matrix: np.ndarray, scale: np.ndarray, qmax: int, pair_stride: int = 0) -> np.ndarray:
+    return pair_clamp(np.clip(np.round(matrix / scale[:, None]), -qmax, qmax), pair_stride)
+
+
+def paired_column(column: int, pair_stride: int) -> bool:
+    """Whether weight-matrix column `column` is the second of an input-channel pair (config.WeightRange).
+
+    Columns run input channel by input channel, `pair_stride` kernel positions each (graph.weight_matrix),
+    so column j pairs with j - pair_stride when its input channel is odd.
+    """
+    return pair_stride > 0 and (column // pair_stride) % 2 == 1
+
+
+def pair_clamp(ints: np.ndarray, pair_stride: int, limit: int = PAIR_LIMIT) -> np.ndarray:
+    """Integer weights (O, K) with each odd input channel cut to `limit` minus its even partner's magnitude."""
+    if pair_stride <= 0:
+        return ints
+    out = ints.copy()
+    for j in range(out.shape[1]):
+        if paired_column(j, pair_stride):
+            room = limit - np.abs(out[:, j - pair_stride])
+            out[:, j] = np.clip(out[:, j], -room, room)
+    return out
 
 
 def gptq_round(matrix: np.ndarray, hessian: object, scale: np.ndarray, qmax: int, damp: float = 0.01,
-               block: int = 128, free_last: bool = False) -> np.ndarray:
+               block: int = 128, free_last: bool = False, pair_stride: int = 0) -> np.ndarray:
     """Integer weights (O, K) minimising sum_o (w_o - s_o q_o)^T H (w_o - s_o q_o) greedily (GPTQ).
 
     `hessian` is (G, K, K): G groups of O/G output channels share one H (G = O for per-row H).
     `free_last`: the last column (a bias against a constant-1 input) takes the propagated error and is
-    returned unrounded (in units of the scale).
+    returned unrounded (in units of the scale). `pair_stride` > 0: paired weights (pair_clamp), the cut
+    applied as each column is rounded so that the columns after it absorb its error.
     """
     import torch
 
@@ -181,7 +220,7 @@ def gptq_round(matrix: np.ndarray, hessian: object, scale: np.ndarray, qmax: int
         inverse = torch.cholesky_inverse(torch.linalg.cholesky(h))
         upper = torch.linalg.cholesky(inverse, upper=True)
     except RuntimeError:  # numerically singular even after damping: fall back to rounding
-        rounded = round_to_nearest(matrix, scale, qmax)
+        rounded = round_to_nearest(matrix, scale, qmax, pair_stride)
         if free_last:
             rounded[:, -1] = matrix[:, -1] / scale
         return rounded
@@ -197,6 +236,9 @@ def gptq_round(matrix: np.ndarray, hessian: object, scale: np.ndarray, qmax: int
                 q[:, :, start + j] = column / s
                 continue
             qcol = torch.clamp(torch.round(column / s), -qmax, qmax)
+            if paired_column(start + j, pair_stride):
+                room = PAIR_LIMIT - q[:, :, start + j - pair_stride].abs()
+                qcol = torch.maximum(torch.minimum(qcol, room), -room)
             q[:, :, start + j] = qcol
             err = (column - qcol * s) / ub[:, j, j].unsqueeze(1)
             wb[:, :, j:] -= err.unsqueeze(-1) * ub[:, j, j:].unsqueeze(1)

@@ -15,7 +15,6 @@ from typing import Any
 from toolchain.errors import check_choice
 
 TARGETS = ("auto", "avx2", "avx512", "avx512-vnni", "amx", "arm64", "generic")
-X86_TARGETS = ("avx2", "avx512", "avx512-vnni", "amx")  # ONNX Runtime's x86 MLAS kernels
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,14 @@ import numpy as np
 
 from toolchain.quantize import capture, emit, gptq
 from toolchain.quantize.calib import HashingBatches, QuantData
-from toolchain.quantize.config import CalibrationSettings, IntSettings, PtqSteps, QatSettings
+from toolchain.quantize.config import (
+    PAIR_LIMIT,
+    CalibrationSettings,
+    IntSettings,
+    PtqSteps,
+    QatSettings,
+    WeightRange,
+)
 from toolchain.quantize.graph import Layer, OnnxGraph, from_matrix, weight_matrix
 from toolchain.quantize.ranges import choose_range
 from toolchain.spec import ModelSpec
@@ -187,35 +194,46 @@ class StaticPtq:
                            for name, hist in stats.histograms.items()}
         self._record(f"activation-ranges:{method}", True, f"{len(self.ranges)} tensors, uint8 per tensor", started)
 
-    def weight_qmax(self) -> dict[str, int]:
-        """Each layer's largest weight integer, keyed by its fp32 weight name (IntSettings.qmax_for)."""
-        return {layer.weight: self.ints.qmax_for(layer) for layer in self.layers()}
+    def weight_ranges(self) -> dict[str, WeightRange]:
+        """Each layer's weight integers, keyed by its fp32 weight name (IntSettings.weight_range)."""
+        return {layer.weight: self.ints.weight_range(layer) for layer in self.layers()}
 
     def _round_weights(self, layers: list[Layer], stats: capture.Calibration) -> None:
         started = time.perf_counter()
         use_gptq = self.steps.reconstruction == "gptq" and stats.recon_images > 0
         for layer in layers:
-            qmax = self.ints.qmax_for(layer)
+            limits = self.ints.weight_range(layer)
             weight = self.graph.array(layer.weight)
             matrix = weight_matrix(layer, weight).astype(np.float64)
-            scales = gptq.symmetric_scales(matrix, qmax)
+            scales = gptq.symmetric_scales(matrix, limits.qmax, limits.pair_stride(layer))
             if use_gptq:
                 hessian = stats.stats[layer.name].hessian()
-                ints = gptq.gptq_round(matrix, hessian, scales, qmax)
+                ints = gptq.gptq_round(matrix, hessian, scales, limits.qmax, pair_stride=limits.pair_stride(layer))
                 self.layer_errors[layer.name] = gptq.relative_error(matrix, ints * scales[:, None], hessian)
             else:
-                ints = gptq.round_to_nearest(matrix, scales, qmax)
+                ints = gptq.round_to_nearest(matrix, scales, limits.qmax, limits.pair_stride(layer))
             self.weights[layer.weight] = emit.IntWeight(from_matrix(layer, ints, weight.shape), scales)
         name = "weights:gptq" if use_gptq else "weights:round-to-nearest"
-        wide = sum(self.ints.qmax_for(layer) != self.ints.weight_qmax for layer in layers)
-        note = (f"per-channel symmetric, |q| <= {self.ints.weight_qmax}"
-                + (f" ({wide} depthwise layers |q| <= 127: x86 depthwise kernels do not saturate)" if wide else "")
+        note = (f"per-channel symmetric, {self._range_summary(layers)}"
                 + (f", layer-wise reconstruction on {stats.recon_images} images" if use_gptq else ""))
         figures = {}
         if self.layer_errors:
             worst = min(self.layer_errors.items(), key=lambda kv: -kv[1])
             figures = {"worst_layer": worst[0], "worst_layer_sqnr_db": round(-10 * np.log10(max(worst[1], 1e-30)), 2)}
         self._record(name, True, note, started, **figures)
+
+    def _range_summary(self, layers: list[Layer]) -> str:
+        ranges = [self.ints.weight_range(layer) for layer in layers]
+        paired = sum(r.paired for r in ranges)
+        plain8 = sum(r.qmax == 127 and not r.paired for r in ranges)
+        if not paired and plain8 in (0, len(ranges)):
+            return f"|q| <= {ranges[0].qmax if ranges else self.ints.weight_qmax}"
+        def n(count: int, what: str) -> str:
+            return f"{count} {what}{'' if count == 1 else 's'}"
+
+        return (f"{n(plain8, 'depthwise layer')} |q| <= 127, {n(paired, 'layer')} |q| <= 127 with |q[2i]| + "
+                f"|q[2i+1]| <= {PAIR_LIMIT} over input-channel pairs (AVX2's int16 pair sums cannot saturate), "
+                f"{n(len(ranges) - paired - plain8, 'layer')} |q| <= {self.ints.weight_qmax}")
 
     def refit(self) -> None:
         """Refit each layer on the all-INT8 model's own inputs, in graph order (refine.py)."""
@@ -238,7 +256,7 @@ class StaticPtq:
                  len(layers), images)
         qdq = self.build([], "refit")
         results = refine.refit_sequential(self.graph, self.prepared, qdq, self.spec, layers,
-                                          self.data.calibration, images, self.weight_qmax(),
+                                          self.data.calibration, images, self.weight_ranges(),
                                           self.weights, self.refined_biases, self.threads, self.calib.seed)
         kept = [r for r in results if r.kept]
         gain = [r.error_before / max(r.error_after, 1e-30) for r in kept]
@@ -269,7 +287,7 @@ class StaticPtq:
             names = qdqtorch.quantized_activations(onnx.load(str(qdq))) if settings.feature_weight > 0 else []
             teacher = finetune.Teacher(self.prepared, self.spec, names, self.threads)
         try:
-            result = finetune.distill(qdq, teacher_logits, student, images, self.weight_qmax(), settings.epochs,
+            result = finetune.distill(qdq, teacher_logits, student, images, self.weight_ranges(), settings.epochs,
                                       settings.step_lr, seed=self.calib.seed, sources=sources, teacher=teacher,
                                       feature_weight=settings.feature_weight, mixup=settings.mixup)
         finally:
@@ -341,6 +359,4 @@ class StaticPtq:
                 "layers": len(self.layers()), "calibration_set": self.calibration_info,
                 "int": {"per_channel": self.ints.per_channel, "reduce_range": self.ints.reduce_range,
                         "activation_type": self.ints.activation_type, "weight_type": self.ints.weight_type,
-                        "weight_qmax": self.ints.weight_qmax,
-                        "depthwise_weight_qmax": max([self.ints.qmax_for(layer) for layer in self.layers()
-                                                      if layer.channelwise], default=None)}}
+                        "weight_qmax": self.ints.weight_qmax, "weight_ranges": self._range_summary(self.layers())}}

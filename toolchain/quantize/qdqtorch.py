@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from toolchain.errors import UserInputError
+from toolchain.quantize.config import PAIR_LIMIT, WeightRange
 from toolchain.quantize.emit import fp32_name
 from toolchain.quantize.graph import node_attrs
 
@@ -57,10 +58,24 @@ def quantized_activations(model: Any) -> list[str]:
             if n.op_type == "QuantizeLinear" and sizes.get(n.input[1]) == 1]
 
 
-def qdq_module(path: Path, weight_qmax: int | dict[str, int], learn_ranges: bool = False) -> Any:
+def pair_clamp(ints: Any, axis: int) -> Any:
+    """Integer weights (a torch tensor) with each odd input channel along `axis` cut to PAIR_LIMIT minus its
+    even partner's magnitude: config.WeightRange.paired, as gptq.pair_clamp does on weight matrices."""
+    import torch
+
+    q = ints.movedim(axis, 0)
+    n = q.shape[0] // 2 * 2
+    even, odd = q[0:n:2], q[1:n:2]
+    room = PAIR_LIMIT - even.abs()
+    pairs = torch.stack([even, odd.clamp(min=-room, max=room)], 1).reshape(n, *q.shape[1:])
+    return torch.cat([pairs, q[n:]]).movedim(0, axis)
+
+
+def qdq_module(path: Path, weight_qmax: int | dict[str, WeightRange], learn_ranges: bool = False) -> Any:
     """The QDQ model at `path` as a torch.nn.Module (the class is defined here: torch loads only when QAT runs).
 
-    `weight_qmax`: the largest weight integer, one for all or one per fp32 weight name (others: the smallest).
+    `weight_qmax`: the largest weight integer for all weights, or a WeightRange per fp32 weight name (others:
+    the smallest qmax, unpaired).
     `learn_ranges`: activation scales become parameters too (LSQ, Esser et al. 2020; zero points stay).
     """
     import onnx
@@ -106,8 +121,9 @@ def qdq_module(path: Path, weight_qmax: int | dict[str, int], learn_ranges: bool
             self.output_name = graph.output[0].name
             self.nodes = list(graph.node)
             self.attrs = [node_attrs(n) for n in self.nodes]
-            self.qmax = weight_qmax if isinstance(weight_qmax, int) else min(weight_qmax.values(), default=127)
-            self.qmax_of: dict[str, int] = {}  # per weight (safe key) where weight_qmax names it
+            self.qmax = weight_qmax if isinstance(weight_qmax, int) else min(
+                (r.qmax for r in weight_qmax.values()), default=127)
+            self.ranges: dict[str, tuple[int, int | None]] = {}  # safe key -> (qmax, pair axis) where named
             self.taps: set[str] = set()  # fp32 activation names whose fake-quantized values forward() keeps
             self.tapped: dict[str, torch.Tensor] = {}
             for node in self.nodes:
@@ -144,7 +160,10 @@ def qdq_module(path: Path, weight_qmax: int | dict[str, int], learn_ranges: bool
                 self.weights[safe] = torch.nn.Parameter(torch.from_numpy(ints.astype(np.float32)))
                 self.weight_scales[safe] = torch.from_numpy(np.reshape(scale, shape).astype(np.float32))
                 if isinstance(weight_qmax, dict) and key in weight_qmax:
-                    self.qmax_of[safe] = weight_qmax[key]
+                    transposed = users[0].op_type == "Conv" or (users[0].op_type == "Gemm"
+                                                               and node_attrs(users[0]).get("transB", 0))
+                    limits = weight_qmax[key]
+                    self.ranges[safe] = (limits.qmax, (1 if transposed else 0) if limits.paired else None)
             elif role == "b":
                 self.biases[safe] = torch.nn.Parameter(torch.from_numpy(value))
             else:
@@ -155,8 +174,12 @@ def qdq_module(path: Path, weight_qmax: int | dict[str, int], learn_ranges: bool
             """Round-to-integer with a straight-through gradient, clamped to +-qmax, times the PTQ's scales."""
             steps = self.weights[safe]
             ints = steps + (torch.round(steps) - steps).detach()
-            qmax = self.qmax_of.get(safe, self.qmax)
-            return ints.clamp(-qmax, qmax) * self.weight_scales[safe]
+            return self._clamped(safe, ints) * self.weight_scales[safe]
+
+        def _clamped(self, safe: str, ints: torch.Tensor) -> torch.Tensor:
+            qmax, axis = self.ranges.get(safe, (self.qmax, None))
+            ints = ints.clamp(-qmax, qmax)
+            return ints if axis is None else pair_clamp(ints, axis)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             values: dict[str, torch.Tensor] = {self.input_name: x}
@@ -201,8 +224,7 @@ def qdq_module(path: Path, weight_qmax: int | dict[str, int], learn_ranges: bool
             result = {}
             with torch.no_grad():
                 for safe, steps in self.weights.items():
-                    qmax = self.qmax_of.get(safe, self.qmax)
-                    ints = torch.clamp(torch.round(steps), -qmax, qmax).numpy().astype(np.int8)
+                    ints = self._clamped(safe, torch.round(steps)).numpy().astype(np.int8)
                     result[safe.replace("__", ".")] = (ints, self.weight_scales[safe].numpy().reshape(-1))
             return result
 

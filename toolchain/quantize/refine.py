@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.quantize import emit, gptq
+from toolchain.quantize.config import WeightRange
 from toolchain.quantize.graph import Layer, OnnxGraph, from_matrix, weight_matrix
 from toolchain.spec import ModelSpec
 
@@ -75,8 +76,8 @@ class PairStats:
         """[W b] when the layer has a bias (its input carries the constant 1), else W."""
         return np.concatenate([matrix, bias.reshape(-1, 1)], axis=1) if self.augment else matrix
 
-    def solve(self, matrix: np.ndarray, bias: np.ndarray | None, qmax: int,
-              ridge: float = RIDGE) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def solve(self, matrix: np.ndarray, bias: np.ndarray | None, qmax: int, ridge: float = RIDGE,
+              pair_stride: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Integer weights, their per-channel scales and the new bias (or None)."""
         import torch
 
@@ -94,13 +95,13 @@ class PairStats:
             refit = w
         refit_np = refit.reshape(out, fan).numpy()
         weights = refit_np[:, : matrix.shape[1]]
-        scales = gptq.symmetric_scales(weights, qmax)
+        scales = gptq.symmetric_scales(weights, qmax, pair_stride)
         if self.augment:  # the bias column comes last and is not rounded: it absorbs what rounding left
-            ints = gptq.gptq_round(refit_np, h, scales, qmax, free_last=True)
+            ints = gptq.gptq_round(refit_np, h, scales, qmax, free_last=True, pair_stride=pair_stride)
             new_bias = ints[:, -1] * scales
             ints = ints[:, :-1]
         else:
-            ints = gptq.gptq_round(refit_np, h, scales, qmax)
+            ints = gptq.gptq_round(refit_np, h, scales, qmax, pair_stride=pair_stride)
             new_bias = None
         return ints, scales, new_bias
 
@@ -141,15 +142,15 @@ class Refit:
 
 
 def refit_sequential(graph: OnnxGraph, fp32: Path, qdq: Path, spec: ModelSpec, layers: list[Layer],
-                     batches: Callable[[], Iterable[np.ndarray]], images: int, qmax: int | dict[str, int],
+                     batches: Callable[[], Iterable[np.ndarray]], images: int, qmax: int | dict[str, WeightRange],
                      weights: dict[str, emit.IntWeight], biases: dict[str, np.ndarray], threads: int | None = None,
                      seed: int = 0) -> list[Refit]:
     """Refit `layers` one at a time in graph order, each on the INT8 model with the layers before it refit.
 
     Half of the `images` (alternate chunks) fit, the other half judge: a refit is kept only when it lowers
     the layer's output error on the judging half. `weights`/`biases` (keyed by the fp32 initializer names)
-    and the QDQ file `qdq` are updated in place with what is kept. `qmax`: the largest weight integer, one
-    for every layer or one per fp32 weight name.
+    and the QDQ file `qdq` are updated in place with what is kept. `qmax`: the largest weight integer for
+    every layer, or each layer's WeightRange by fp32 weight name.
     """
     from toolchain.runners import get_runner
 
@@ -185,8 +186,9 @@ def refit_sequential(graph: OnnxGraph, fp32: Path, qdq: Path, spec: ModelSpec, l
             current = weights[layer.weight]
             current_deq = weight_matrix(layer, current.values.astype(np.float64)) * current.scales[:, None]
             before = held.error(matrix, original_bias, current_deq, bias)
-            ints, scales, new_bias = fit.solve(matrix, original_bias,
-                                               qmax if isinstance(qmax, int) else qmax[layer.weight])
+            limits = WeightRange(qmax) if isinstance(qmax, int) else qmax[layer.weight]
+            ints, scales, new_bias = fit.solve(matrix, original_bias, limits.qmax,
+                                               pair_stride=limits.pair_stride(layer))
             after = held.error(matrix, original_bias, ints * scales[:, None], new_bias)
             kept = after < before
             results.append(Refit(layer.name, kept, before, after, fit.count / (matrix.shape[1] + fit.augment)))
