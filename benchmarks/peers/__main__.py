@@ -3,12 +3,14 @@
     python -m benchmarks.peers                          # EfficientNet-Lite0, the four quantizers, ORT timing
     python -m benchmarks.peers --models efficientnet-lite0,resnet18 --markdown peers.md
     python -m benchmarks.peers --tools vtool,vtool-avx2 --runtimes onnxruntime,openvino --rounds 5
+    python -m benchmarks.peers --emulate-avx2           # + accuracy on an emulated AVX2 CPU (qemu-user)
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -38,6 +40,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=Options.workdir, help="fp32 exports (reused) and outputs")
     parser.add_argument("--json", type=Path, default=None, help="results file (default WORKDIR/peers.json)")
     parser.add_argument("--markdown", type=Path, default=None, help="tables as Markdown (default WORKDIR/peers.md)")
+    parser.add_argument("--emulate-avx2", action="store_true",
+                        help="also judge every model in ONNX Runtime on an emulated AVX2 CPU without VNNI "
+                             "(needs qemu-x86_64: apt-get install qemu-user; slow, accuracy only)")
     parser.add_argument("--threads", type=int, default=Options.threads)
     parser.add_argument("--batches", default="1,32", help="batch sizes to time")
     parser.add_argument("--rounds", type=int, default=Options.rounds, help="interleaved timing rounds per batch")
@@ -49,6 +54,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     for name in _csv(args.tools):
         if name not in TOOLS:
             parser.error(f"unknown tool '{name}'; expected one of {', '.join(TOOLS)}")
+    if args.emulate_avx2 and shutil.which("qemu-x86_64") is None:
+        parser.error("--emulate-avx2 needs qemu-x86_64 (Debian/Ubuntu: apt-get install qemu-user)")
     for name in _csv(args.runtimes):
         if name not in available_runtimes():
             parser.error(f"runtime '{name}' is not available; installed: {', '.join(available_runtimes())}")
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     options = replace(Options(), workdir=args.workdir, threads=args.threads, rounds=args.rounds, warmup=args.warmup,
                       batches=tuple(int(b) for b in _csv(args.batches)), tools=_csv(args.tools),
-                      runtimes=_csv(args.runtimes))
+                      runtimes=_csv(args.runtimes), emulate_avx2=args.emulate_avx2)
     console = Console(width=250)
     started = time.perf_counter()
     result = {"env": environment(options), "cases": []}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 RUNTIME_SHORT = {"onnxruntime": "ORT", "openvino": "OV"}
+AVX2 = "onnxruntime-avx2"  # run.AVX2: accuracy in ONNX Runtime on the emulated AVX2 CPU
 
 
 def _agreement(acc: dict[str, Any] | None) -> str:
@@ -51,8 +52,15 @@ def columns(case: dict[str, Any], runtimes: list[str], batches: list[int]) -> li
     if case["checks"].get("labelled"):
         cols.append("top-1")
     cols += [f"agree {RUNTIME_SHORT.get(r, r)}" for r in runtimes if r != "onnxruntime"]
+    if _emulated(case):
+        cols += ["agree ORT on AVX2 (qemu)", "SQNR dB AVX2"]
     cols += [f"{RUNTIME_SHORT.get(r, r)} b{b} ms (x fp32 ORT)" for r in runtimes for b in batches]
     return cols + ["note"]
+
+
+def _emulated(case: dict[str, Any]) -> bool:
+    """Whether this case was also judged on the emulated AVX2 CPU (run.py --emulate-avx2)."""
+    return any(AVX2 in row["accuracy"] for row in case["rows"])
 
 
 def cells(case: dict[str, Any], row: dict[str, Any], runtimes: list[str], batches: list[int]) -> list[str]:
@@ -63,6 +71,8 @@ def cells(case: dict[str, Any], row: dict[str, Any], runtimes: list[str], batche
     if case["checks"].get("labelled"):
         values.append(f"{ort['top1']:.4f}" if ort and ort.get("top1") is not None else "-")
     values += [_agreement(row["accuracy"].get(r)) for r in runtimes if r != "onnxruntime"]
+    if _emulated(case):
+        values += [_agreement(row["accuracy"].get(AVX2)), _sqnr(row["accuracy"].get(AVX2))]
     values += [_speed(row, r, b) for r in runtimes for b in batches]
     return values + [row.get("note", "")]
 
@@ -102,6 +112,9 @@ def markdown_table(case: dict[str, Any], env: dict[str, Any]) -> str:
 def footnotes(case: dict[str, Any]) -> list[str]:
     """Notes under the table: weights, vtool's own summary, data-sharing checks."""
     notes = list(case["notes"])
+    if _emulated(case):
+        notes.append("AVX2 columns: ONNX Runtime under qemu-x86_64 -cpu Haswell-v4 (AVX2, no VNNI: u8*s8 pairs "
+                     "saturate in int16), judged against the native fp32 logits; accuracy only, never speed.")
     if any(r.get("budget_missed") for r in case["rows"]):
         notes.append("* vtool's budget was missed (QuantBudgetError): the row is its best candidate, rebuilt.")
     for row in case["rows"]:

@@ -19,6 +19,7 @@ from .tools import DEFAULT_TOOLS, Produced, run_tool
 log = logging.getLogger(__name__)
 
 REFERENCE = "onnxruntime"
+AVX2 = "onnxruntime-avx2"  # accuracy key: ONNX Runtime under qemu -cpu Haswell-v4 (emulated.py)
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Options:
     warmup: int = 2
     tools: tuple[str, ...] = DEFAULT_TOOLS
     runtimes: tuple[str, ...] = ("onnxruntime",)  # add "openvino" to judge and time there too (doubles the time)
+    emulate_avx2: bool = False  # also judge in ONNX Runtime on an emulated AVX2 CPU (emulated.py; accuracy only)
 
 
 def available_runtimes() -> tuple[str, ...]:
@@ -60,7 +62,7 @@ def environment(options: Options) -> dict[str, Any]:
             versions[package] = None
     return {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "threads": options.threads,
             "versions": versions, "runtimes": list(options.runtimes), "rounds": options.rounds,
-            "warmup": options.warmup, "batches": list(options.batches)}
+            "warmup": options.warmup, "batches": list(options.batches), "emulate_avx2": options.emulate_avx2}
 
 
 def _fp32(case: Case) -> Produced:
@@ -68,8 +70,9 @@ def _fp32(case: Case) -> Produced:
     return Produced("fp32", "fp32 (reference)", case.fp32, info={"source": str(case.artifact)})
 
 
-def _judge(case: Case, produced: Produced, runtimes: tuple[str, ...], reference: Any, threads: int) -> dict:
-    """Float layers and accuracy against fp32 of one tool's model, on every runtime."""
+def _judge(case: Case, produced: Produced, runtimes: tuple[str, ...], reference: Any, threads: int,
+           emulate_avx2: bool = False) -> dict:
+    """Float layers and accuracy against fp32 of one tool's model, on every runtime (and the emulated AVX2 CPU)."""
     row: dict[str, Any] = {"key": produced.key, "tool": produced.label, "path": str(produced.path or ""),
                            "note": produced.note, "budget_missed": produced.budget_missed,
                            "quantize_s": round(produced.seconds, 1), "info": produced.info, "accuracy": {},
@@ -84,6 +87,16 @@ def _judge(case: Case, produced: Produced, runtimes: tuple[str, ...], reference:
             row["accuracy"][runtime] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
             continue
         row["accuracy"][runtime] = accuracy(reference, logits, case.eval_labels)
+    if emulate_avx2:
+        from .emulated import emulated_logits
+
+        log.info("%s: judging %s in ONNX Runtime on an emulated AVX2 CPU (qemu, slow)", case.name, produced.key)
+        started = time.perf_counter()
+        try:
+            emulated = accuracy(reference, emulated_logits(produced.path, case.eval_x), case.eval_labels)
+        except Exception as exc:  # noqa: BLE001 - e.g. contrib ops or no qemu: a finding, not a crash
+            emulated = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        row["accuracy"][AVX2] = {**emulated, "seconds": round(time.perf_counter() - started, 1)}
     return row
 
 
@@ -139,7 +152,7 @@ def run_case(name: str, options: Options) -> dict[str, Any]:
     work.mkdir(parents=True)
     produced = [_fp32(case)] + [run_tool(key, case, work, options.threads) for key in options.tools]
     reference = logits_of(case.fp32, case.spec, case.eval_x, REFERENCE, options.threads)
-    rows = [_judge(case, p, options.runtimes, reference, options.threads) for p in produced]
+    rows = [_judge(case, p, options.runtimes, reference, options.threads, options.emulate_avx2) for p in produced]
     load_timing = os.getloadavg()
     _attach_speed(rows, _time(case, produced, options))
     return {"model": name, "notes": case.notes, "data": case.description, "checks": _data_checks(case, rows),

@@ -18,6 +18,23 @@ def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(array, np.float32), name)
 
 
+def _head(features: str) -> list[onnx.NodeProto]:
+    """GlobalAveragePool -> Flatten -> Gemm(w3, b3) from `features` to the logits."""
+    return [helper.make_node("GlobalAveragePool", [features], ["gap"], name="gap"),
+            helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+            helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], name="fc", transB=1)]
+
+
+def _classifier(name: str, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto]) -> onnx.ModelProto:
+    """A graph from input (N, 3, 8, 8) to logits (N, 10), opset 17, with inferred shapes."""
+    graph = helper.make_graph(nodes, name,
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
 def conv_net(act: str = "Relu", channels: int = 6, seed: int = 0, bias_scale: float = 0.1) -> onnx.ModelProto:
     """input (N,3,8,8) -> Conv 3x3 -> act -> Conv 3x3 -> Relu -> GlobalAveragePool -> Flatten -> Gemm(10)."""
     rng = np.random.default_rng(seed)
@@ -38,12 +55,7 @@ def conv_net(act: str = "Relu", channels: int = 6, seed: int = 0, bias_scale: fl
               helper.make_node("GlobalAveragePool", ["a2"], ["gap"], name="gap"),
               helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
               helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], name="fc", transB=1)]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                              ["batch", 3, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return onnx.shape_inference.infer_shapes(model)
+    return _classifier("tiny", nodes, inits)
 
 
 def layernorm_net(seed: int = 0, hidden: int = 16, outlier: float = 20.0) -> onnx.ModelProto:
@@ -100,15 +112,8 @@ def residual_net(seed: int = 0, channels: int = 6) -> onnx.ModelProto:
              helper.make_node("Add", ["t1", "t2"], ["t3"], name="add"),
              helper.make_node("Conv", ["t3", "wd", "bd"], ["cd"], name="conv_d"),
              helper.make_node("Relu", ["cd"], ["ad"], name="actd"),
-             helper.make_node("GlobalAveragePool", ["ad"], ["gap"], name="gap"),
-             helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
-             helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], name="fc", transB=1)]
-    graph = helper.make_graph(nodes, "residual", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                                  ["batch", 3, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return onnx.shape_inference.infer_shapes(model)
+             *_head("ad")]
+    return _classifier("residual", nodes, inits)
 
 
 def separable_net(seed: int = 0, channels: int = 8) -> onnx.ModelProto:
@@ -125,15 +130,8 @@ def separable_net(seed: int = 0, channels: int = 8) -> onnx.ModelProto:
              helper.make_node("Relu", ["cdw"], ["adw"], name="act_dw"),
              helper.make_node("Conv", ["adw", "wpw", "bpw"], ["cpw"], name="conv_pw"),
              helper.make_node("Relu", ["cpw"], ["apw"], name="act_pw"),
-             helper.make_node("GlobalAveragePool", ["apw"], ["gap"], name="gap"),
-             helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
-             helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], name="fc", transB=1)]
-    graph = helper.make_graph(nodes, "separable", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                                   ["batch", 3, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return onnx.shape_inference.infer_shapes(model)
+             *_head("apw")]
+    return _classifier("separable", nodes, inits)
 
 
 # 7-bit weights (reduce_range), as vtool's AVX2 target uses: without VNNI, ONNX Runtime's u8*s8 kernel sums pairs

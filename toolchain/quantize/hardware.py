@@ -1,7 +1,8 @@
 """What the target CPU does with INT8, and the integer settings that suit it.
 
 x86 without VNNI multiplies u8 x s8 pairs into saturating int16 sums (vpmaddubsw), so 8-bit weights
-can overflow and accuracy collapses unless weights use 7 bits (`reduce_range`). VNNI/AMX accumulate
+can overflow and accuracy collapses unless weights use 7 bits (`reduce_range`) or, on the avx2 target,
+bounded pairs (config.IntSettings.weight_range). VNNI/AMX accumulate
 straight into int32; ARM prefers symmetric int8 activations. Presets follow optimum-onnx's
 AutoQuantizationConfig.avx2/avx512_vnni/arm64 and ORT's quantize_static guidance.
 """
@@ -37,7 +38,8 @@ class HardwareProfile:
 _PRESETS: dict[str, tuple[bool, str, str, str]] = {
     # target: (reduce_range, activations, weights, why)
     "avx2": (True, "uint8", "int8", "x86 without VNNI: u8*s8 pairs sum into saturating int16 (vpmaddubsw); "
-             "7-bit weights (reduce_range) avoid the overflow"),
+             "8-bit weights with input-channel pairs |q[2i]| + |q[2i+1]| <= 128 (depthwise: plain 8-bit; "
+             "odd input channels: 7-bit) avoid the overflow"),
     "avx512": (True, "uint8", "int8", "AVX-512 without VNNI: same int16 saturation as AVX2; reduce_range on"),
     "avx512-vnni": (False, "uint8", "int8", "VNNI accumulates u8*s8 straight into int32: full 8-bit weights"),
     "amx": (False, "uint8", "int8", "AMX/VNNI accumulate into int32: full 8-bit weights"),
