@@ -74,7 +74,8 @@ def probe_weights(shape: tuple[int, ...], qmax: int, pattern: str) -> np.ndarray
 def probe_model(case: dict) -> tuple[object, np.ndarray, np.ndarray]:
     """A QDQ model of one case, its input (every activation at 255) and the exact output.
 
-    case: {"op": "conv"|"gemm", "group": G, "kernel": K, "rows": M (gemm), "qmax": Q, "pattern": "flat"|"pairs"}
+    case: {"op": "conv"|"gemm", "group": G, "kernel": K, "in_channels": I (default 64), "rows": M (gemm),
+    "qmax": Q, "pattern": "flat"|"pairs"}
     or, instead of qmax and pattern, "weights": the integers (O, I/G, K, K) or (O, I) as a nested list.
     uint8 input -> int8 per-channel symmetric weights -> uint8 output whose scale holds the exact result.
     """
@@ -82,15 +83,16 @@ def probe_model(case: dict) -> tuple[object, np.ndarray, np.ndarray]:
 
     op, qmax, pattern = case["op"], case.get("qmax", 127), case.get("pattern", "flat")
     group, kernel = case.get("group", 1), case.get("kernel", 1)
-    shape = (CHANNELS, CHANNELS // group, kernel, kernel) if op == "conv" else (CHANNELS, CHANNELS)
+    inputs = case.get("in_channels", CHANNELS)
+    shape = (CHANNELS, inputs // group, kernel, kernel) if op == "conv" else (CHANNELS, inputs)
     weights = (np.asarray(case["weights"], np.int64).reshape(shape) if "weights" in case
                else probe_weights(shape, qmax, pattern))
     if op == "conv":
-        x = np.full((1, CHANNELS, SIDE, SIDE), 255, np.float32)
+        x = np.full((1, inputs, SIDE, SIDE), 255, np.float32)
         want = _exact_conv(x, weights, group)
         layer = helper.make_node("Conv", ["xd", "wd"], ["y"], group=group, pads=[kernel // 2] * 4)
     else:
-        x = np.full((case.get("rows", 1), CHANNELS), 255, np.float32)
+        x = np.full((case.get("rows", 1), inputs), 255, np.float32)
         want = x.astype(np.int64) @ weights.T
         layer = helper.make_node("Gemm", ["xd", "wd"], ["y"], transB=1)
     out_scale = float(np.abs(want).max()) / 250.0  # the exact output fits uint8
@@ -103,7 +105,7 @@ def probe_model(case: dict) -> tuple[object, np.ndarray, np.ndarray]:
              helper.make_node("QuantizeLinear", ["y", "y_s", "y_zp"], ["yq"]),
              helper.make_node("DequantizeLinear", ["yq", "y_s", "y_zp"], ["out"])]
     graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, list(want.shape))],
                               [numpy_helper.from_array(v, k) for k, v in consts.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -114,7 +116,7 @@ def _exact_conv(x: np.ndarray, weights: np.ndarray, group: int) -> np.ndarray:
     """The integer Conv (dense or depthwise, 'same' padding) in int64."""
     k = weights.shape[-1]
     padded = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
-    y = np.zeros(x.shape, np.int64)
+    y = np.zeros((x.shape[0], weights.shape[0], *x.shape[2:]), np.int64)
     for i in range(k):
         for j in range(k):
             window = padded[:, :, i:i + SIDE, j:j + SIDE]

@@ -73,12 +73,16 @@ def test_avx2_weight_ranges_are_exact_on_avx2_kernels_where_plain_8_bits_saturat
     assert all(vtool[n].max() > AVX2.weight_qmax for n in vtool)  # finer than 7-bit weights
     cases = [_case(n, layers[n], plain[n]) for n in ("pointwise", "gemm")]
     cases += [_case(n, layers[n], vtool[n]) for n in layers]
-    cases += [{"op": "conv", "kernel": 1, "qmax": AVX2.weight_qmax, "pattern": "flat"}]  # 7-bit (unpaired layers)
-    errors = dict(zip(["plain pointwise", "plain gemm", *layers, "7-bit"], probe(runtime, cases), strict=True))
+    stem = Layer("stem", "Conv", "x", "y", "w", None, kernel=(3, 3), weight_shape=(CHANNELS, 3, 3, 3))
+    assert AVX2.weight_range(stem) == WeightRange(AVX2.weight_qmax)  # odd channels: ORT pairs across positions
+    cases += [{"op": "conv", "kernel": 1, "qmax": AVX2.weight_qmax, "pattern": "flat"},  # 7-bit (unpaired layers)
+              {"op": "conv", "kernel": 3, "in_channels": 3, "qmax": AVX2.weight_qmax, "pattern": "flat"}]
+    names = ["plain pointwise", "plain gemm", *layers, "7-bit", "7-bit stem"]
+    errors = dict(zip(names, probe(runtime, cases), strict=True))
     # the emulated CPU really runs the saturating kernels: plain 8-bit pairs lose much of the output ...
     assert errors["plain pointwise"] > 0.02 and errors["plain gemm"] > 0.02, errors
     # ... while vtool's AVX2 ranges are exact to the output's rounding (half a step: 1/500 of its range)
-    assert all(errors[n] < 0.005 for n in (*layers, "7-bit")), errors
+    assert all(errors[n] < 0.005 for n in (*layers, "7-bit", "7-bit stem")), errors
 
 
 def test_vnni_and_unknown_targets_keep_one_weight_range() -> None:

@@ -94,7 +94,9 @@ class IntSettings:
         position)/Gemm/MatMul keep 8-bit weights whose pairs sum to at most PAIR_LIMIT: twice the resolution
         of 7-bit weights with no saturation. Measured under `qemu-x86_64 -cpu Haswell-v4` in ONNX Runtime and
         OpenVINO (tests/quantize/test_avx2_kernels.py): at inputs 255, plain 8-bit weights lose 48% of a 1x1
-        Conv's or a Gemm's output; paired weights, 7-bit weights and 8-bit depthwise weights are exact.
+        Conv's or a Gemm's output; paired weights, 7-bit weights and 8-bit depthwise weights are exact. With an
+        odd number of input channels (an RGB stem) ONNX Runtime pairs across kernel positions (im2col order)
+        where OpenVINO pads the channels, so such a conv keeps 7 bits.
         Other targets with reduce_range (avx512 without VNNI, generic) keep 7 bits: qemu cannot emulate them.
         """
         if not (self.reduce_range and self.avx2_kernels):
