@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 CPU = "Haswell-v4"  # AVX2 + FMA, no AVX-512, no VNNI
+ACCURACY_KEY = "onnxruntime-avx2"  # peers rows: accuracy in ONNX Runtime on the emulated AVX2 CPU
 CHANNELS, SIDE = 64, 8
 
 
@@ -56,37 +57,28 @@ def probe(runtime: str, cases: list[dict], timeout: float = 600) -> list[float]:
         return json.loads(_run(["probe", runtime, str(path)], timeout).strip().splitlines()[-1])
 
 
-def probe_weights(shape: tuple[int, ...], qmax: int, pattern: str) -> np.ndarray:
-    """Integer weights (O, I, ...) at their worst case for int16 pair sums along the input channels I.
-
-    "flat": every weight qmax or qmax - 5. "pairs": 127 and 1 in the pattern 127, 1, 1, 127, ... so that
-    channels (2i, 2i+1) at one kernel position sum to 128 while every other pairing reaches 254.
-    """
-    if pattern == "flat":
-        weights = np.full(shape, qmax, np.int64)
-        weights[:, ::2] = qmax - 5
-        return weights
-    channel = np.arange(shape[1]) % 4
-    row = np.where((channel == 0) | (channel == 3), 127, 1)
-    return np.broadcast_to(row.reshape(1, -1, *([1] * (len(shape) - 2))), shape).astype(np.int64)
+def probe_weights(shape: tuple[int, ...], qmax: int) -> np.ndarray:
+    """Integer weights (O, I, ...) at their worst case for int16 pair sums: every weight qmax or qmax - 5."""
+    weights = np.full(shape, qmax, np.int64)
+    weights[:, ::2] = qmax - 5
+    return weights
 
 
 def probe_model(case: dict) -> tuple[object, np.ndarray, np.ndarray]:
     """A QDQ model of one case, its input (every activation at 255) and the exact output.
 
     case: {"op": "conv"|"gemm", "group": G, "kernel": K, "in_channels": I (default 64), "rows": M (gemm),
-    "qmax": Q, "pattern": "flat"|"pairs"}
-    or, instead of qmax and pattern, "weights": the integers (O, I/G, K, K) or (O, I) as a nested list.
+    "qmax": Q} or, instead of qmax, "weights": the integers (O, I/G, K, K) or (O, I) as a nested list.
     uint8 input -> int8 per-channel symmetric weights -> uint8 output whose scale holds the exact result.
     """
     from onnx import TensorProto, helper, numpy_helper
 
-    op, qmax, pattern = case["op"], case.get("qmax", 127), case.get("pattern", "flat")
+    op, qmax = case["op"], case.get("qmax", 127)
     group, kernel = case.get("group", 1), case.get("kernel", 1)
     inputs = case.get("in_channels", CHANNELS)
     shape = (CHANNELS, inputs // group, kernel, kernel) if op == "conv" else (CHANNELS, inputs)
     weights = (np.asarray(case["weights"], np.int64).reshape(shape) if "weights" in case
-               else probe_weights(shape, qmax, pattern))
+               else probe_weights(shape, qmax))
     if op == "conv":
         x = np.full((1, inputs, SIDE, SIDE), 255, np.float32)
         want = _exact_conv(x, weights, group)

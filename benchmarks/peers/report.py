@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .emulated import ACCURACY_KEY as AVX2
+
 RUNTIME_SHORT = {"onnxruntime": "ORT", "openvino": "OV"}
-AVX2 = "onnxruntime-avx2"  # run.AVX2: accuracy in ONNX Runtime on the emulated AVX2 CPU
 
 
 def _agreement(acc: dict[str, Any] | None) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .cases import Case, build_case
+from .emulated import ACCURACY_KEY as AVX2
 from .graphs import float_layers
 from .measure import accuracy, interleaved_latency, logits_of, tile
 from .tools import DEFAULT_TOOLS, Produced, run_tool
@@ -19,7 +20,6 @@ from .tools import DEFAULT_TOOLS, Produced, run_tool
 log = logging.getLogger(__name__)
 
 REFERENCE = "onnxruntime"
-AVX2 = "onnxruntime-avx2"  # accuracy key: ONNX Runtime under qemu -cpu Haswell-v4 (emulated.py)
 
 
 @dataclass

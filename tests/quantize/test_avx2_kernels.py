@@ -56,9 +56,9 @@ def _worst_case_ints(layer: Layer, limits: WeightRange) -> np.ndarray:
     return np.abs(from_matrix(layer, ints, layer.weight_shape)).astype(np.int64)
 
 
-def _case(name: str, layer: Layer, ints: np.ndarray) -> dict:
+def _case(layer: Layer, ints: np.ndarray) -> dict:
     op = "gemm" if layer.op == "Gemm" else "conv"
-    return {"op": op, "group": layer.group, "kernel": layer.kernel[0], "rows": 1, "weights": ints.tolist(), "n": name}
+    return {"op": op, "group": layer.group, "kernel": layer.kernel[0], "rows": 1, "weights": ints.tolist()}
 
 
 @needs_qemu
@@ -71,12 +71,12 @@ def test_avx2_weight_ranges_are_exact_on_avx2_kernels_where_plain_8_bits_saturat
     plain = {name: _worst_case_ints(layer, WeightRange(127)) for name, layer in layers.items()}
     vtool = {name: _worst_case_ints(layer, ranges[name]) for name, layer in layers.items()}
     assert all(vtool[n].max() > AVX2.weight_qmax for n in vtool)  # finer than 7-bit weights
-    cases = [_case(n, layers[n], plain[n]) for n in ("pointwise", "gemm")]
-    cases += [_case(n, layers[n], vtool[n]) for n in layers]
+    cases = [_case(layers[n], plain[n]) for n in ("pointwise", "gemm")]
+    cases += [_case(layers[n], vtool[n]) for n in layers]
     stem = Layer("stem", "Conv", "x", "y", "w", None, kernel=(3, 3), weight_shape=(CHANNELS, 3, 3, 3))
     assert AVX2.weight_range(stem) == WeightRange(AVX2.weight_qmax)  # odd channels: ORT pairs across positions
-    cases += [{"op": "conv", "kernel": 1, "qmax": AVX2.weight_qmax, "pattern": "flat"},  # 7-bit (unpaired layers)
-              {"op": "conv", "kernel": 3, "in_channels": 3, "qmax": AVX2.weight_qmax, "pattern": "flat"}]
+    cases += [{"op": "conv", "kernel": 1, "qmax": AVX2.weight_qmax},  # 7-bit (unpaired layers)
+              {"op": "conv", "kernel": 3, "in_channels": 3, "qmax": AVX2.weight_qmax}]
     names = ["plain pointwise", "plain gemm", *layers, "7-bit", "7-bit stem"]
     errors = dict(zip(names, probe(runtime, cases), strict=True))
     # the emulated CPU really runs the saturating kernels: plain 8-bit pairs lose much of the output ...

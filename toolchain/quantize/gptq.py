@@ -162,12 +162,18 @@ def symmetric_scales(matrix: np.ndarray, qmax: int, pair_stride: int = 0) -> np.
     return scale
 
 
+def _pairs(matrix: np.ndarray, pair_stride: int) -> np.ndarray:
+    """Columns of whole input-channel pairs as (rows, pairs, 2, kernel positions): [:, :, 0] even, [:, :, 1] odd
+    (columns as in paired_column); a last unpaired channel is left out."""
+    rows, fan = matrix.shape
+    paired = fan // pair_stride // 2 * 2 * pair_stride
+    return matrix[:, :paired].reshape(rows, -1, 2, pair_stride)
+
+
 def _pair_sums(magnitude: np.ndarray, pair_stride: int) -> np.ndarray:
-    """|w[2i]| + |w[2i+1]| for every input-channel pair of each row (columns as in paired_column)."""
-    rows, fan = magnitude.shape
-    channels = fan // pair_stride
-    even = magnitude[:, : channels // 2 * 2 * pair_stride].reshape(rows, channels // 2, 2, pair_stride)
-    return (even[:, :, 0] + even[:, :, 1]).reshape(rows, -1)
+    """|w[2i]| + |w[2i+1]| for every input-channel pair of each row."""
+    pairs = _pairs(magnitude, pair_stride)
+    return (pairs[:, :, 0] + pairs[:, :, 1]).reshape(magnitude.shape[0], -1)
 
 
 def round_to_nearest(matrix: np.ndarray, scale: np.ndarray, qmax: int, pair_stride: int = 0) -> np.ndarray:
@@ -188,10 +194,10 @@ def pair_clamp(ints: np.ndarray, pair_stride: int, limit: int = PAIR_LIMIT) -> n
     if pair_stride <= 0:
         return ints
     out = ints.copy()
-    for j in range(out.shape[1]):
-        if paired_column(j, pair_stride):
-            room = limit - np.abs(out[:, j - pair_stride])
-            out[:, j] = np.clip(out[:, j], -room, room)
+    pairs = _pairs(out, pair_stride).copy()
+    room = limit - np.abs(pairs[:, :, 0])
+    pairs[:, :, 1] = np.clip(pairs[:, :, 1], -room, room)
+    out[:, : pairs[0].size] = pairs.reshape(out.shape[0], -1)
     return out
 
 
